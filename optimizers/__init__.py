@@ -1,0 +1,93 @@
+"""First-order optimizers as pure ``optax.GradientTransformation`` init/update pairs.
+
+Each family lives in one small module whose ``scale_by_*`` blocks hold the math; the
+public factories chain a block with ``optax.scale_by_learning_rate`` the way Optax's
+aliases do, and match Optax 0.2.8 update for update.
+
+    import optimizers as opt
+    tx = opt.adam(1e-3)                  # or opt.get("adam", learning_rate=1e-3)
+"""
+
+from optimizers.adabelief import adabelief, scale_by_belief
+from optimizers.adadelta import ScaleByAdaDeltaState, adadelta, adadelta_paper, scale_by_adadelta
+from optimizers.adagrad import ScaleByRssState, adagrad, adagrad_paper, scale_by_rss
+from optimizers.adam import (
+    ScaleByAdamState,
+    ScaleByAmsgradState,
+    adam,
+    adam_efficient,
+    adamax,
+    adamax_paper,
+    adamw,
+    amsgrad,
+    nadam,
+    radam,
+    scale_by_adam,
+    scale_by_adam_efficient,
+    scale_by_adamax,
+    scale_by_amsgrad,
+    scale_by_radam,
+)
+from optimizers.lamb import lamb, scale_by_trust_ratio
+from optimizers.lion import ScaleByLionState, lion, scale_by_lion
+from optimizers.registry import OptimizerInfo, available, get, get_factory, info
+from optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optimizers.sgd import (
+    ScaleByEwmaState,
+    ScaleByMomentumState,
+    heavy_ball,
+    nesterov,
+    scale_by_ewma,
+    scale_by_momentum,
+    sgd,
+    sgdm,
+)
+
+__all__ = [
+    "OptimizerInfo",
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByEwmaState",
+    "ScaleByLionState",
+    "ScaleByMomentumState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "adabelief",
+    "adadelta",
+    "adadelta_paper",
+    "adagrad",
+    "adagrad_paper",
+    "adam",
+    "adam_efficient",
+    "adamax",
+    "adamax_paper",
+    "adamw",
+    "amsgrad",
+    "available",
+    "get",
+    "get_factory",
+    "heavy_ball",
+    "info",
+    "lamb",
+    "lion",
+    "nadam",
+    "nesterov",
+    "radam",
+    "rmsprop",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adam_efficient",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_belief",
+    "scale_by_ewma",
+    "scale_by_lion",
+    "scale_by_momentum",
+    "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_trust_ratio",
+    "sgd",
+    "sgdm",
+]

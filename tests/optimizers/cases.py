@@ -1,0 +1,179 @@
+"""The parity table: each of our factories beside its Optax reference, and a trajectory runner.
+
+Every row is ``Case(name, ours, reference, kwargs)``: ``ours(**kwargs)`` must follow
+``reference(**kwargs)`` step for step. One row per hyperparameter set: the first row of
+each optimizer uses its defaults (only the learning rate given), the others move every
+hyperparameter away from its default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers as opt
+
+SHAPES = {"scalar": (), "vector": (7,), "matrix": (5, 3), "tensor": (2, 3, 4, 2)}
+
+
+class Case(NamedTuple):
+    name: str
+    ours: Any
+    reference: Any
+    kwargs: dict
+
+    @property
+    def id(self) -> str:
+        return self.name + ("-" + "-".join(f"{k}={_short(v)}" for k, v in self.kwargs.items()))
+
+
+def _short(value: Any) -> str:
+    """A stable id for a hyperparameter (functions and dtypes by name, not by address)."""
+    return getattr(value, "__name__", str(value))
+
+
+def optax_sgdm(learning_rate, beta=0.9):
+    """EWMA momentum in Optax's vocabulary (Optax has no alias for it)."""
+    return optax.chain(optax.ema(beta, debias=False), optax.scale_by_learning_rate(learning_rate))
+
+
+def _decay_matrices(params):
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+CASES = [
+    Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05)),
+    Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05, momentum=0.9)),
+    Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05, momentum=0.8, nesterov=True)),
+    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1)),
+    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1, beta=0.5)),
+    Case("adagrad", opt.adagrad, optax.adagrad, dict(learning_rate=0.1)),
+    Case(
+        "adagrad",
+        opt.adagrad,
+        optax.adagrad,
+        dict(learning_rate=0.1, initial_accumulator_value=0.0, eps=1e-5),
+    ),
+    Case("rmsprop", opt.rmsprop, optax.rmsprop, dict(learning_rate=0.01)),
+    Case(
+        "rmsprop",
+        opt.rmsprop,
+        optax.rmsprop,
+        dict(learning_rate=0.01, decay=0.8, eps=1e-4, initial_scale=0.1, eps_in_sqrt=False),
+    ),
+    Case(
+        "rmsprop",
+        opt.rmsprop,
+        optax.rmsprop,
+        dict(learning_rate=0.01, centered=True, momentum=0.9, nesterov=True, bias_correction=True),
+    ),
+    # Optax's default learning_rate=None climbs (see optimizers/adadelta.py): pass 1.0.
+    Case("adadelta", opt.adadelta, optax.adadelta, dict(learning_rate=1.0)),
+    Case(
+        "adadelta",
+        opt.adadelta,
+        optax.adadelta,
+        dict(learning_rate=0.5, rho=0.95, eps=1e-5, weight_decay=0.01),
+    ),
+    Case("adam", opt.adam, optax.adam, dict(learning_rate=0.01)),
+    Case(
+        "adam",
+        opt.adam,
+        optax.adam,
+        dict(learning_rate=0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8, nesterov=True),
+    ),
+    Case("adam", opt.adam, optax.adam, dict(learning_rate=0.01, mu_dtype=jnp.bfloat16)),
+    Case("adamw", opt.adamw, optax.adamw, dict(learning_rate=0.01)),
+    Case(
+        "adamw",
+        opt.adamw,
+        optax.adamw,
+        dict(learning_rate=0.01, b1=0.8, weight_decay=0.1, mask=_decay_matrices),
+    ),
+    Case("nadam", opt.nadam, optax.nadam, dict(learning_rate=0.01)),
+    Case("nadam", opt.nadam, optax.nadam, dict(learning_rate=0.01, b1=0.95, eps_root=1e-8)),
+    Case("amsgrad", opt.amsgrad, optax.amsgrad, dict(learning_rate=0.01)),
+    Case(
+        "amsgrad",
+        opt.amsgrad,
+        optax.amsgrad,
+        dict(learning_rate=0.01, b2=0.99, bias_correction_mu=False, bias_correction_nu=False),
+    ),
+    Case("adamax", opt.adamax, optax.adamax, dict(learning_rate=0.01)),
+    Case("adamax", opt.adamax, optax.adamax, dict(learning_rate=0.01, b1=0.8, b2=0.99, eps=1e-4)),
+    Case("lion", opt.lion, optax.lion, dict(learning_rate=1e-3)),
+    Case(
+        "lion", opt.lion, optax.lion, dict(learning_rate=1e-3, b1=0.95, b2=0.98, weight_decay=0.1)
+    ),
+    Case("adabelief", opt.adabelief, optax.adabelief, dict(learning_rate=0.01)),
+    Case(
+        "adabelief",
+        opt.adabelief,
+        optax.adabelief,
+        dict(learning_rate=0.01, b1=0.8, eps=1e-8, eps_root=1e-10, nesterov=True),
+    ),
+    Case("radam", opt.radam, optax.radam, dict(learning_rate=0.01)),
+    Case(
+        "radam",
+        opt.radam,
+        optax.radam,
+        dict(learning_rate=0.01, b2=0.99, threshold=4.0, nesterov=True),
+    ),
+    Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01)),
+    Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01, eps=1e-8, weight_decay=0.01)),
+]
+DEFAULT_CASES = [c for c in CASES if set(c.kwargs) == {"learning_rate"}]
+
+
+def make_problem(dtype=jnp.float32, seed: int = 0, steps: int = 50):
+    """Random pytree θ₀, the centres ``c`` and curvatures ``a`` of a separable quadratic,
+    and per-step gradient noise: ``g_t = a ⊙ (θ − c) + noise_t``."""
+    rng = np.random.default_rng(seed)
+
+    def tree(scale=1.0, offset=0.0, lead=()):
+        return {
+            k: jnp.asarray(offset + scale * rng.standard_normal(lead + s), dtype)
+            for k, s in SHAPES.items()
+        }
+
+    params = tree()
+    centre = tree()
+    curvature = jax.tree.map(lambda x: jnp.abs(x) + 0.5, tree())
+    noise = tree(scale=0.1, lead=(steps,))
+    return params, (centre, curvature), noise
+
+
+def gradient(params, target, noise):
+    centre, curvature = target
+    return jax.tree.map(lambda p, c, a, n: a * (p - c) + n, params, centre, curvature, noise)
+
+
+def _run(tx: optax.GradientTransformation, params, target, noise, scan: bool):
+    def step(carry, noise_t):
+        params, state = carry
+        updates, state = tx.update(gradient(params, target, noise_t), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    carry = (params, tx.init(params))
+    if scan:
+        return jax.lax.scan(step, carry, noise)[1]
+    path = []
+    for t in range(jax.tree.leaves(noise)[0].shape[0]):
+        carry, params = step(carry, jax.tree.map(lambda n, t=t: n[t], noise))
+        path.append(params)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *path)
+
+
+def trajectories(txs, params, target, noise, *, jit: bool = True):
+    """For each transformation in ``txs``, the parameters after each step on the noisy
+    quadratic, stacked on axis 0. ``jit=True`` runs them all in one jitted ``lax.scan``
+    each (one compilation for the lot); ``jit=False`` runs eagerly, op by op."""
+    if jit:
+        run_all = jax.jit(lambda p, tg, n: tuple(_run(tx, p, tg, n, scan=True) for tx in txs))
+        return run_all(params, target, noise)
+    return tuple(_run(tx, params, target, noise, scan=False) for tx in txs)
