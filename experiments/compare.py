@@ -1,0 +1,326 @@
+"""``optlab compare``: train every optimizer on one dataset and compare them.
+
+Protocol, per optimizer (every optimizer gets the same initialisations and data orders):
+
+1. Hold out a stratified validation split of the training set (``--validation``, 20%).
+2. Train a population under one ``jax.vmap`` (:func:`experiments.engine.fit_population`):
+   a log grid of ``--lr-grid-size`` learning rates ``α₀ · 10^u``, u evenly spaced in
+   [−1, 1], around the registry's ``suggested_learning_rate`` α₀, × ``--seeds`` seeds, on
+   the rest of the training set. One compilation per optimizer.
+3. Choose the learning rate with the lowest final validation loss, averaged over seeds
+   (a diverged run counts as +∞). The test set is never used for the choice.
+4. Report the chosen rate's seeds: final training loss (full pass over the training
+   split), test accuracy mean ± std, the first epoch at which the seed-mean training loss
+   reaches ``--target-loss``, the median time per optimizer step of the vmapped population
+   (all grid × seed runs together, compilation excluded), and the optimizer-state bytes
+   per parameter measured from the state pytree.
+
+Writes to the run folder: ``config.json``, ``metrics.jsonl`` (one record per optimizer,
+seed and epoch, at the chosen rate), ``summary.md``, ``loss.png``, ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import models
+import optimizers as opt
+from experiments import data as datasets
+from experiments import engine, report
+
+COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
+EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+NOT_CLASSIFIERS = ("vae",)
+# Small defaults so the whole comparison runs in about a minute on a laptop CPU.
+MODEL_OPTIONS = {"mlp": {"widths": (100,)}}
+FULL = {"epochs": 20, "lr_grid_size": 5, "seeds": 3}
+QUICK = {"epochs": 4, "lr_grid_size": 3, "seeds": 2}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument(
+        "--model", default="mlp", help="a models.available() classifier (default: mlp, 100 units)"
+    )
+    parser.add_argument(
+        "--optimizers",
+        default=None,
+        help="comma-separated names (default: the course set and the extended family)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default 20 (--quick: 4)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    parser.add_argument(
+        "--lr-grid-size", type=int, default=None, help="learning rates per optimizer (default 5)"
+    )
+    parser.add_argument(
+        "--target-loss", type=float, default=0.1, help="training loss for 'epochs to target'"
+    )
+    parser.add_argument(
+        "--validation", type=float, default=0.2, help="fraction of training data held out"
+    )
+    parser.add_argument("--out", default=None, help="run folder (default runs/compare-<time>)")
+    parser.add_argument("--data-dir", default=None, help="where dataset files are")
+    parser.add_argument("--quick", action="store_true", help="a small run for tests and laptops")
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def resolve_optimizers(spec: str | None) -> list[str]:
+    """The optimizers to compare: ``spec`` (comma-separated) or every default one registered."""
+    known = opt.available()
+    if spec is None:
+        return [name for name in (*COURSE, *EXTENDED) if name in known]
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown optimizer(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def resolve_model(name: str) -> str:
+    valid = [m for m in models.available() if m not in NOT_CLASSIFIERS]
+    if name not in valid:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(valid)}")
+    return name
+
+
+def resolve_dataset(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return name
+
+
+def learning_rate_grid(center: float, size: int) -> np.ndarray:
+    """``size`` rates ``center · 10^u``, u evenly spaced in [−1, 1] (just ``center`` if size 1)."""
+    if size < 1:
+        raise ValueError(f"--lr-grid-size must be >= 1, got {size}")
+    exponents = np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1)
+    return center * 10.0**exponents
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Command-line arguments with the --quick or full defaults filled in, validated."""
+    sizes = QUICK if args.quick else FULL
+    chosen = {key: getattr(args, key) or default for key, default in sizes.items()}
+    for key, value in chosen.items():
+        if value < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    if not 0 < args.validation < 1:
+        raise ValueError(f"--validation must be in (0, 1), got {args.validation}")
+    return {
+        "dataset": resolve_dataset(args.dataset),
+        "model": resolve_model(args.model),
+        "optimizers": resolve_optimizers(args.optimizers),
+        "batch_size": args.batch_size,
+        "target_loss": args.target_loss,
+        "validation": args.validation,
+        "quick": args.quick,
+        **chosen,
+    }
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def epochs_to_target(train_loss: np.ndarray, target: float) -> int | None:
+    """First 1-based epoch at which ``train_loss`` (per epoch) is <= target, else None."""
+    hits = np.flatnonzero(train_loss <= target)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def state_bytes_per_param(states: engine.TrainState) -> float:
+    """Bytes of optimizer state per parameter (a population's stacked state: same ratio)."""
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(states.opt_state))
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(states.params))
+    return state_bytes / num_params
+
+
+def compare_one(name: str, make_model, splits, config: engine.TrainConfig, cfg: dict, on_epoch):
+    """Grid × seeds population for one optimizer; returns a result dict."""
+    info = opt.info(name)
+    grid = learning_rate_grid(info.suggested_learning_rate, cfg["lr_grid_size"])
+    pop = engine.fit_population(
+        make_model=make_model,
+        make_tx=lambda learning_rate: opt.get(
+            name, learning_rate=config.learning_rate_schedule(learning_rate, len(splits.x_train))
+        ),
+        hparams={"learning_rate": grid},
+        seeds=list(range(cfg["seeds"])),
+        data=splits,
+        config=config,
+        on_epoch=on_epoch,
+    )
+    final_val_loss = np.nan_to_num(pop.histories["val_loss"][:, :, -1], nan=np.inf).mean(axis=1)
+    best = int(np.argmin(final_val_loss))
+    chosen = {metric: values[best] for metric, values in pop.histories.items()}  # (S, epochs)
+    return {
+        "optimizer": name,
+        "grid": grid,
+        "final_val_loss": final_val_loss,
+        "learning_rate": float(grid[best]),
+        "diverged": bool(pop.diverged[best].any()),
+        "history": chosen,
+        "epochs_to_target": epochs_to_target(chosen["train_loss"].mean(0), cfg["target_loss"]),
+        "step_time_s": float(np.median(pop.epoch_time_s) / pop.steps_per_epoch),
+        "state_bytes_per_param": state_bytes_per_param(pop.state),
+        "compile_time_s": pop.compile_time_s,
+        "state_per_param": info.state_per_param,
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summary_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        history = r["history"]
+        rows.append(
+            [
+                r["optimizer"],
+                f"{r['learning_rate']:.3g}" + (" (diverged)" if r["diverged"] else ""),
+                report.format_mean_std(history["train_loss"][:, -1]),
+                report.format_mean_std(history["test_accuracy"][:, -1], scale=100.0),
+                report.DASH if r["epochs_to_target"] is None else str(r["epochs_to_target"]),
+                f"{1e3 * r['step_time_s']:.3g}",
+                f"{r['state_bytes_per_param']:.2f}",
+            ]
+        )
+    return rows
+
+
+def headers(cfg: dict) -> list[str]:
+    members = cfg["lr_grid_size"] * cfg["seeds"]
+    return [
+        "optimizer",
+        "chosen lr",
+        "final train loss",
+        "test accuracy (%)",
+        f"epochs to loss ≤ {cfg['target_loss']:g}",
+        f"step time (ms, {members} runs vmapped)",
+        "state bytes / param",
+    ]
+
+
+def write_run(run_dir, cfg, results, meta) -> None:
+    with report.MetricsWriter(run_dir) as metrics:
+        for r in results:
+            for seed in range(cfg["seeds"]):
+                for epoch in range(cfg["epochs"]):
+                    record = {"optimizer": r["optimizer"], "learning_rate": r["learning_rate"]}
+                    record.update(seed=seed, epoch=epoch + 1)
+                    record.update({m: v[seed, epoch] for m, v in r["history"].items()})
+                    metrics.write(record)
+
+    search_rows = [
+        [r["optimizer"], *(f"{lr:.3g}: {report.format_number(v)}" for lr, v in zip(
+            r["grid"], r["final_val_loss"], strict=True))]
+        for r in results
+    ]  # fmt: skip
+    sections = [
+        f"Dataset `{cfg['dataset']}`, model `{cfg['model']}`, {cfg['epochs']} epochs, batch size "
+        f"{cfg['batch_size']}, {cfg['seeds']} seeds; learning rate chosen on a "
+        f"{cfg['validation']:.0%} validation split of the training set (lowest final validation "
+        "loss, mean over seeds). Mean ± std over seeds at the chosen rate.",
+        report.markdown_table(headers(cfg), summary_rows(results)),
+        "## Learning-rate search (final validation loss, mean over seeds)",
+        report.markdown_table(
+            ["optimizer", *(f"lr {i + 1}" for i in range(cfg["lr_grid_size"]))], search_rows
+        ),
+        "## Measurement",
+        f"Wall time {meta['wall_time_s']:.1f} s (compilation included: "
+        f"{meta['compile_time_s']:.1f} s of epoch compilation) on {meta['device']}, "
+        f"{meta['cpu_count']} CPU cores visible. Step time is the median over epochs of one "
+        "training epoch of the whole vmapped population divided by its steps.",
+    ]
+    report.write_summary(run_dir, f"Optimizer comparison on {cfg['dataset']}", sections)
+
+    def curves(metric):
+        return {
+            r["optimizer"]: (
+                np.arange(1, cfg["epochs"] + 1),
+                r["history"][metric].mean(0),
+                r["history"][metric].std(0),
+            )
+            for r in results
+        }
+
+    report.plot_curves(
+        run_dir / "loss.png", curves("train_loss"), ylabel="training loss", logy=True,
+        title=f"{cfg['dataset']}: training loss (mean ± std over seeds)",
+    )  # fmt: skip
+    report.plot_curves(
+        run_dir / "accuracy.png", curves("test_accuracy"), ylabel="test accuracy",
+        title=f"{cfg['dataset']}: test accuracy (mean ± std over seeds)",
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = settings(args)
+    start = time.perf_counter()
+    full = datasets.load(cfg["dataset"], data_dir=args.data_dir)
+    held_out = datasets.load(cfg["dataset"], data_dir=args.data_dir, validation=cfg["validation"])
+    splits = SimpleNamespace(
+        x_train=held_out.x_train,
+        y_train=held_out.y_train,
+        x_val=held_out.x_test,
+        y_val=held_out.y_test,
+        x_test=full.x_test,
+        y_test=full.y_test,
+    )
+    config = engine.TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], eval_train=True)
+    config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
+    model_options = MODEL_OPTIONS.get(cfg["model"], {})
+    run_dir = report.make_run_dir(args.out, "compare")
+
+    def make_model(key):
+        return models.build(
+            cfg["model"], full.input_shape, full.num_classes, seed=key, **model_options
+        )
+
+    report.write_config(
+        run_dir,
+        {
+            **cfg,
+            "model_options": model_options,
+            "train": config,
+            "data": {"train": len(splits.x_train), "val": len(splits.x_val),
+                     "test": len(splits.x_test), "meta": full.meta},
+            "jax": jax.__version__,
+            "device": str(jax.devices()[0]),
+        },
+    )  # fmt: skip
+
+    results = []
+    total = len(cfg["optimizers"]) * cfg["epochs"]
+    with tqdm(total=total, desc="compare", unit="epoch", dynamic_ncols=True) as bar:
+        for name in cfg["optimizers"]:
+            bar.set_postfix_str(name)
+            results.append(
+                compare_one(name, make_model, splits, config, cfg, lambda _: bar.update())
+            )
+
+    meta = {
+        "wall_time_s": time.perf_counter() - start,
+        "compile_time_s": sum(r["compile_time_s"] for r in results),
+        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
+        "cpu_count": os.cpu_count(),
+    }
+    write_run(run_dir, cfg, results, meta)
+    print(report.markdown_table(headers(cfg), summary_rows(results)))
+    print(f"\nwrote {run_dir} in {meta['wall_time_s']:.1f} s")
+    return 0

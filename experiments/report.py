@@ -1,0 +1,167 @@
+"""Run folders and what goes in them: config.json, metrics.jsonl, summary.md, PNG plots.
+
+Every experiment writes the same kinds of files so that runs can be compared and
+re-read by tools::
+
+    run_dir = report.make_run_dir(args.out, "compare")
+    report.write_config(run_dir, {"dataset": "digits", "train": config})
+    with report.MetricsWriter(run_dir) as metrics:
+        metrics.write({"optimizer": "adam", "seed": 0, "epoch": 1, "train_loss": 0.3})
+    report.write_summary(run_dir, "Title", [report.markdown_table(headers, rows)])
+    report.plot_curves(run_dir / "loss.png", {"adam": (epochs, mean, std)}, ylabel="loss")
+
+Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DASH = "—"
+
+
+def timestamp() -> str:
+    """UTC time as ``YYYYmmdd-HHMMSS``, for default run-folder names."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def make_run_dir(out: str | Path | None, prefix: str, *, root: str | Path = "runs") -> Path:
+    """Create the run folder ``out`` (default ``<root>/<prefix>-<timestamp>``), check writability.
+
+    Raises:
+      OSError: with the folder and the reason when it cannot be created or written.
+    """
+    run_dir = Path(out) if out else Path(root) / f"{prefix}-{timestamp()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise OSError(f"cannot write the run folder {run_dir}: {reason}") from None
+    return run_dir
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, NamedTuples, NumPy/JAX scalars and arrays, Paths -> plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return to_jsonable(value._asdict())
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # NumPy and JAX scalars and arrays
+        return to_jsonable(np.asarray(value).tolist())
+    return value
+
+
+def write_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
+    """Write ``config.json`` (indented, keys in insertion order)."""
+    path = Path(run_dir) / "config.json"
+    path.write_text(json.dumps(to_jsonable(config), indent=2) + "\n")
+    return path
+
+
+class MetricsWriter:
+    """Append one JSON record per line to ``metrics.jsonl`` (non-finite floats become null)."""
+
+    def __init__(self, run_dir: Path, name: str = "metrics.jsonl"):
+        self.path = Path(run_dir) / name
+        self._file = self.path.open("a")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(to_jsonable(record)) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file."""
+    with Path(path).open() as file:
+        return [json.loads(line) for line in file if line.strip()]
+
+
+def format_number(value: float | None, digits: int = 4) -> str:
+    """A compact number for tables; ``—`` for None or NaN."""
+    if value is None or not math.isfinite(value):
+        return DASH
+    return f"{value:.{digits}g}"
+
+
+def format_mean_std(values: Iterable[float], digits: int = 4, scale: float = 1.0) -> str:
+    """``mean ± std`` over seeds (population std, ddof=0); ``—`` if any value is NaN."""
+    values = np.asarray(list(values), float) * scale
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        return DASH
+    return f"{values.mean():.{digits}g} ± {values.std():.2g}"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; cells are converted with ``str`` (pipes escaped)."""
+
+    def cell(value):
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: Path, title: str, sections: Iterable[str]) -> Path:
+    """Write ``summary.md``: a title, then the given Markdown sections."""
+    path = Path(run_dir) / "summary.md"
+    path.write_text(f"# {title}\n\n" + "\n\n".join(sections) + "\n")
+    return path
+
+
+def plot_curves(
+    path: str | Path,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
+    *,
+    xlabel: str = "epoch",
+    ylabel: str,
+    title: str = "",
+    logy: bool = False,
+) -> Path:
+    """Plot ``label -> (x, mean, std or None)`` as lines with ±std bands; save a PNG."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, (x, mean, std) in curves.items():
+        x, mean = np.asarray(x), np.asarray(mean, float)
+        (line,) = axes.plot(x, mean, label=label, lw=1.5)
+        if std is not None:
+            std = np.asarray(std, float)
+            axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    if logy:
+        axes.set_yscale("log")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    if curves:
+        axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
+    figure.savefig(path, dpi=120)
+    return Path(path)

@@ -1,0 +1,79 @@
+"""``optlab compare`` end to end on a tiny setting, and its clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import cli, compare, report
+
+
+def test_compare_runs_end_to_end_and_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["compare", "--quick", "--optimizers", "sgd,adam", "--epochs", "2", "--seeds", "2"]
+    argv += ["--lr-grid-size", "2", "--out", str(out)]
+    assert cli.main(argv) == 0
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy.png", "config.json", "loss.png", "metrics.jsonl", "summary.md",
+    ]  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["optimizers"] == ["sgd", "adam"] and config["epochs"] == 2
+    records = report.read_metrics(out / "metrics.jsonl")
+    assert len(records) == 2 * 2 * 2  # optimizers × seeds × epochs
+    assert {(r["optimizer"], r["seed"], r["epoch"]) for r in records} == {
+        (name, seed, epoch) for name in ("sgd", "adam") for seed in (0, 1) for epoch in (1, 2)
+    }
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["train_loss"] > 0 for r in records)
+    # Learning above chance (10 classes) after two epochs at the chosen rate.
+    assert np.mean([r["test_accuracy"] for r in records if r["epoch"] == 2]) > 0.5
+    summary = (out / "summary.md").read_text()
+    assert "| sgd |" in summary and "| adam |" in summary and "Learning-rate search" in summary
+    printed = capsys.readouterr().out
+    assert "chosen lr" in printed and "state bytes / param" in printed
+    adam_row = next(line for line in printed.splitlines() if line.startswith("| adam |"))
+    assert adam_row.rstrip(" |").endswith("8.00")  # two float32 moments per parameter
+    for plot in ("loss.png", "accuracy.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "flag, value, valid",
+    [
+        ("--optimizers", "adam,bogus", "adamw"),
+        ("--dataset", "imagenet", "fashion_mnist"),
+        ("--model", "resnet", "cnn_2c2d"),
+    ],
+)
+def test_unknown_names_are_clear_errors(tmp_path, capsys, flag, value, valid):
+    status = cli.main(["compare", flag, value, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert value.split(",")[-1] in err and "valid:" in err and valid in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_fill_quick_defaults_and_reject_bad_sizes():
+    args = cli.build_parser()
+    sub = args._subparsers._group_actions[0].choices["compare"]  # noqa: SLF001
+    compare.configure_parser(sub)
+    cfg = compare.settings(args.parse_args(["compare", "--quick", "--optimizers", "adam"]))
+    assert (cfg["epochs"], cfg["lr_grid_size"], cfg["seeds"]) == (4, 3, 2)
+    with pytest.raises(ValueError, match="--validation"):
+        compare.settings(args.parse_args(["compare", "--validation", "1.5"]))
+
+
+def test_learning_rate_grid_and_epochs_to_target():
+    np.testing.assert_allclose(compare.learning_rate_grid(1e-3, 3), [1e-4, 1e-3, 1e-2])
+    np.testing.assert_allclose(compare.learning_rate_grid(0.1, 1), [0.1])
+    with pytest.raises(ValueError):
+        compare.learning_rate_grid(0.1, 0)
+    assert compare.epochs_to_target(np.array([1.0, 0.5, 0.09, 0.2]), 0.1) == 3
+    assert compare.epochs_to_target(np.array([1.0, np.nan]), 0.1) is None
+
+
+def test_default_optimizers_are_the_course_and_extended_sets():
+    names = compare.resolve_optimizers(None)
+    assert names[:8] == list(compare.COURSE) and set(compare.EXTENDED) <= set(names)

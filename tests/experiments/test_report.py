@@ -1,0 +1,77 @@
+"""Run-folder helpers: folders, config.json, metrics.jsonl, Markdown tables, PNG plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_run_dir_creates_nested_folders_and_defaults_to_a_timestamp(tmp_path):
+    run_dir = report.make_run_dir(tmp_path / "a" / "b", "compare")
+    assert run_dir.is_dir() and list(run_dir.iterdir()) == []
+    default = report.make_run_dir(None, "compare", root=tmp_path / "runs")
+    assert default.parent == tmp_path / "runs" and default.name.startswith("compare-2")
+
+
+def test_make_run_dir_reports_an_unwritable_place_clearly(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="cannot write the run folder .*a-file"):
+        report.make_run_dir(blocker / "run", "compare")
+
+
+def test_config_and_metrics_round_trip_plain_json(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        epochs: int = 3
+        widths: tuple = (8, 4)
+
+    path = report.write_config(tmp_path, {"train": Config(), "lr": np.float32(0.5), "p": tmp_path})
+    assert json.loads(path.read_text()) == {
+        "train": {"epochs": 3, "widths": [8, 4]},
+        "lr": 0.5,
+        "p": str(tmp_path),
+    }
+    with report.MetricsWriter(tmp_path) as metrics:
+        metrics.write({"optimizer": "adam", "epoch": 1, "loss": np.float32(0.25)})
+        metrics.write({"optimizer": "adam", "epoch": 2, "loss": float("nan")})
+    records = report.read_metrics(tmp_path / "metrics.jsonl")
+    assert records == [
+        {"optimizer": "adam", "epoch": 1, "loss": 0.25},
+        {"optimizer": "adam", "epoch": 2, "loss": None},
+    ]
+
+
+def test_markdown_table_and_number_formats(tmp_path):
+    rows = [["a|b", 1], ["c", report.format_number(None)]]
+    table = report.markdown_table(["name", "value"], rows)
+    assert table.splitlines() == [
+        "| name | value |",
+        "|---|---|",
+        "| a\\|b | 1 |",
+        "| c | — |",
+    ]
+    assert report.format_mean_std([0.9, 0.95, 1.0], scale=100) == "95 ± 4.1"
+    assert report.format_mean_std([1.0, math.nan]) == report.DASH
+    assert report.format_number(0.123456) == "0.1235"
+    path = report.write_summary(tmp_path, "Title", ["intro", table])
+    assert path.read_text() == f"# Title\n\nintro\n\n{table}\n"
+
+
+def test_plot_curves_writes_a_png(tmp_path):
+    epochs = np.arange(1, 6)
+    curves = {
+        "adam": (epochs, 1.0 / epochs, 0.1 / epochs),
+        "sgd": (epochs, 2.0 / epochs, None),
+    }
+    path = report.plot_curves(tmp_path / "loss.png", curves, ylabel="loss", logy=True, title="t")
+    content = path.read_bytes()
+    assert content.startswith(PNG_MAGIC) and len(content) > 5000
