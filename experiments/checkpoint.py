@@ -1,0 +1,282 @@
+"""Checkpoint and resume a training run with Orbax.
+
+A checkpoint is one Orbax step folder per saved epoch holding two items:
+
+* ``state``: every array leaf of the engine's ``TrainState`` (parameters, model state such
+  as BatchNorm statistics, optimizer state, step counter, PRNG key, epochs done). The
+  PRNG key also fixes the data order, so an epoch-boundary checkpoint is an exact
+  data-order position;
+* ``meta`` (JSON): the epoch, the history of the completed epochs, the run's
+  *fingerprint* (the configuration that must match to resume: model, optimizer, data,
+  training config) and the path, shape and dtype of every state leaf.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a crash
+or a full disk in the middle of a save leaves the previous checkpoint valid;
+``CheckpointManagerOptions(max_to_keep=keep)`` deletes the oldest ones.
+
+    ckpt = Checkpointer(CheckpointConfig("runs/x/checkpoints", every=1, keep=3))
+    ckpt.save(epoch, state, history, fingerprint)                # after each epoch
+    restored = ckpt.restore_latest(like_state, fingerprint)      # None if there is none
+    if restored is not None:
+        state, history, epoch = restored
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+STATE, META = "state", "meta"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by a run with another configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often to checkpoint.
+
+    Attributes:
+      directory: the checkpoint folder (created if missing; must be writable).
+      every: save every ``every`` epochs (the final epoch is saved with ``force=True``).
+      keep: how many of the most recent checkpoints to keep.
+    """
+
+    directory: str | Path
+    every: int = 1
+    keep: int = 3
+
+    def __post_init__(self):
+        for name in ("every", "keep"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"checkpoint {name} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint(**parts: Any) -> dict[str, Any]:
+    """The JSON form of a run's configuration (what must match to resume).
+
+    Values that JSON cannot hold (dtypes, callables, schedules) are stored by ``repr``.
+    """
+    return json.loads(json.dumps(parts, sort_keys=True, default=repr))
+
+
+def diff_fingerprints(saved: Any, current: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two fingerprints, one line per differing key."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        lines = []
+        for key in sorted(set(saved) | set(current), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in current:
+                lines.append(f"{where}: checkpoint has {saved[key]!r}, this run has no such key")
+            elif key not in saved:
+                lines.append(f"{where}: checkpoint has no such key, this run has {current[key]!r}")
+            else:
+                lines += diff_fingerprints(saved[key], current[key], where)
+        return lines
+    if saved != current:
+        return [f"{path or 'value'}: checkpoint has {saved!r}, this run has {current!r}"]
+    return []
+
+
+def _leaf_specs(tree: PyTree) -> list[dict[str, Any]]:
+    """Path, shape and dtype of every leaf (PRNG keys by their key data)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [
+        {"path": jax.tree_util.keystr(path), "shape": list(leaf.shape), "dtype": str(leaf.dtype)}
+        for path, leaf in flat
+    ]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def ensure_writable(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and check that a file can be written in it.
+
+    Raises:
+      OSError: naming the folder and the reason, before any training starts.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"checkpoint folder {directory} is not writable ({err.strerror or err}); "
+            "choose a folder you can write to",
+        ) from err
+    return directory
+
+
+def _is_key(leaf) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _to_arrays(tree: PyTree) -> list[jax.Array]:
+    """The leaves of ``tree`` as plain arrays (typed PRNG keys as their key data)."""
+    return [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(tree)]
+
+
+def _from_arrays(arrays: list, like: PyTree) -> PyTree:
+    """Inverse of :func:`_to_arrays`, with the tree structure and key types of ``like``."""
+    like_leaves, treedef = jax.tree.flatten(like)
+    leaves = [
+        jax.random.wrap_key_data(a, impl=jax.random.key_impl(ref)) if _is_key(ref) else a
+        for a, ref in zip(arrays, like_leaves, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+class Checkpointer:
+    """Saves and restores ``(train_state, history, epoch)`` under one folder.
+
+    A thin layer over ``ocp.CheckpointManager`` (synchronous saves, atomic step folders,
+    ``max_to_keep`` retention) that adds the configuration fingerprint check.
+    """
+
+    def __init__(self, config: CheckpointConfig):
+        self.config = config
+        self.directory = ensure_writable(config.directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep,
+            enable_async_checkpointing=False,  # the engine donates the state right after
+            cleanup_tmp_directories=True,  # remove saves that a crash left unfinished
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(STATE, META)
+        )
+
+    def steps(self) -> list[int]:
+        """Epochs with a complete checkpoint, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(
+        self,
+        epoch: int,
+        train_state: PyTree,
+        history: list[dict],
+        fingerprint: dict[str, Any],
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Checkpoint the state after ``epoch`` if it is a multiple of ``every`` (or ``force``).
+
+        Returns:
+          Whether a checkpoint was written.
+
+        Raises:
+          OSError: the write failed (e.g. the disk is full); the previous checkpoint is
+            left as it was.
+        """
+        if not force and epoch % self.config.every:
+            return False
+        meta = {
+            "epoch": int(epoch),
+            "history": history,
+            "fingerprint": fingerprint,
+            "leaves": _leaf_specs(train_state),
+        }
+        args = ocp.args.Composite(
+            **{
+                STATE: ocp.args.StandardSave(_to_arrays(train_state)),
+                META: ocp.args.JsonSave(json.loads(json.dumps(meta, default=float))),
+            }
+        )
+        try:
+            saved = self._manager.save(int(epoch), args=args, force=True)
+            self._manager.wait_until_finished()
+        except OSError as err:
+            for unfinished in self.directory.glob(f"{int(epoch)}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(unfinished, ignore_errors=True)
+            previous = self.steps()
+            kept = f"epoch {previous[-1]}" if previous else "none"
+            raise OSError(
+                err.errno or errno.EIO,
+                f"could not write the checkpoint of epoch {epoch} to {self.directory} "
+                f"({err.strerror or err}); the last complete checkpoint ({kept}) is intact",
+            ) from err
+        return bool(saved)
+
+    def read_meta(self, epoch: int) -> dict[str, Any]:
+        """The JSON metadata of the checkpoint of ``epoch``."""
+        restored = self._manager.restore(
+            epoch, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()})
+        )
+        return restored[META]
+
+    def check_compatible(self, meta: dict, like_state: PyTree, fingerprint: dict) -> None:
+        """Raise :class:`CheckpointMismatchError` saying what differs from this run."""
+        differences = diff_fingerprints(meta["fingerprint"], fingerprint)
+        if not differences and meta["leaves"] != _leaf_specs(like_state):
+            saved = {leaf["path"]: leaf for leaf in meta["leaves"]}
+            current = {leaf["path"]: leaf for leaf in _leaf_specs(like_state)}
+            differences = diff_fingerprints(saved, current, "state")
+        if differences:
+            raise CheckpointMismatchError(
+                f"the checkpoint of epoch {meta['epoch']} in {self.directory} was written by "
+                f"a different configuration: {'; '.join(differences[:10])}"
+                + (f" (and {len(differences) - 10} more)" if len(differences) > 10 else "")
+                + "; resume with the original configuration or use another folder"
+            )
+
+    def restore_latest(
+        self, like_state: PyTree, fingerprint: dict[str, Any]
+    ) -> tuple[PyTree, list[dict], int] | None:
+        """The latest valid checkpoint as ``(train_state, history, epoch)``; None if none.
+
+        ``like_state`` gives the tree structure, shapes, dtypes and shardings (e.g. the
+        freshly initialised state). A checkpoint that cannot be read is skipped with a
+        warning in favour of the one before it.
+
+        Raises:
+          CheckpointMismatchError: the latest readable checkpoint's fingerprint or state
+            layout differs from this run's.
+        """
+        for epoch in reversed(self.steps()):
+            try:
+                meta = self.read_meta(epoch)
+            except (OSError, ValueError, KeyError) as err:
+                warnings.warn(
+                    f"skipping unreadable checkpoint of epoch {epoch}: {err}", stacklevel=2
+                )
+                continue
+            self.check_compatible(meta, like_state, fingerprint)
+            template = _to_arrays(like_state)
+            try:
+                restored = self._manager.restore(
+                    epoch, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(template)})
+                )
+            except (OSError, ValueError, KeyError) as err:
+                warnings.warn(
+                    f"skipping unreadable checkpoint of epoch {epoch}: {err}", stacklevel=2
+                )
+                continue
+            return _from_arrays(list(restored[STATE]), like_state), meta["history"], epoch
+        return None
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,203 @@
+"""Checkpoint and resume: atomic saves, retention, fingerprints, SIGKILL-and-resume.
+
+The training loop here is built from the engine's public functions (``init_state``,
+``make_train_epoch``), one checkpoint per epoch, exactly as ``engine.fit`` does it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from etils import epath
+
+import models
+import optimizers as opt
+from experiments import engine
+from experiments.checkpoint import (
+    CheckpointConfig,
+    Checkpointer,
+    CheckpointMismatchError,
+    diff_fingerprints,
+    fingerprint,
+)
+from experiments.data.synthetic import make_classification
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+
+
+def _setup(learning_rate=0.05):
+    ds = make_classification(80, 8, 3, seed=0)
+    model = models.build("mlp", input_shape=ds.input_shape, num_classes=3, seed=0, widths=(16,))
+    tx = opt.adam(learning_rate)
+    config = engine.TrainConfig(epochs=EPOCHS, batch_size=16)
+    fp = fingerprint(model="mlp", widths=[16], optimizer="adam", learning_rate=learning_rate)
+    return ds, model, tx, config, fp
+
+
+def train(directory, *, resume: bool, announce: bool = False, learning_rate=0.05):
+    """Train EPOCHS epochs with a checkpoint after each; returns the final state."""
+    ds, model, tx, config, fp = _setup(learning_rate)
+    graphdef, state = engine.init_state(model, tx, engine.seed_keys(config.seed)[1])
+    train_epoch = jax.jit(engine.make_train_epoch(graphdef, tx, config, len(ds.x_train)))
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    history, start = [], 0
+    with Checkpointer(CheckpointConfig(directory, every=1, keep=2)) as ckpt:
+        restored = ckpt.restore_latest(state, fp) if resume else None
+        if restored is not None:
+            state, history, start = restored
+        for epoch in range(start + 1, EPOCHS + 1):
+            state, metrics = train_epoch(state, x, y)
+            history.append({"epoch": epoch, "train_loss": float(metrics.losses.mean())})
+            ckpt.save(epoch, state, history, fp, force=epoch == EPOCHS)
+            if announce:
+                print(f"saved {epoch}", flush=True)
+    return state, history
+
+
+def _params(state):
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(state.params)]
+
+
+def _worker(directory):  # run in a subprocess by test_sigkill_then_resume_is_bitwise_identical
+    train(directory, resume=True, announce=True)
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    reference, reference_history = train(tmp_path / "reference", resume=False)
+    rng = random.Random()
+    kill_after = rng.randint(1, EPOCHS - 2)  # epochs saved before the kill
+    delay = rng.uniform(0.0, 0.3)  # then a random moment: mid-epoch or mid-save
+    code = f"from tests.experiments.test_checkpoint import _worker; _worker({str(tmp_path)!r})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:
+            if line.strip() == f"saved {kill_after}":
+                time.sleep(delay)
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = Checkpointer(CheckpointConfig(tmp_path)).steps()
+    assert saved and saved[-1] < EPOCHS, f"kill after {kill_after}+{delay:.2f}s: {saved}"
+
+    resumed, history = train(tmp_path, resume=True)
+    for a, b in zip(_params(resumed), _params(reference), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in reference_history]
+    assert Checkpointer(CheckpointConfig(tmp_path)).steps() == [EPOCHS - 1, EPOCHS]  # keep=2
+
+
+def test_restore_returns_every_part_of_the_state(tmp_path):
+    state, history = train(tmp_path, resume=False)
+    ds, model, tx, config, fp = _setup()
+    _, fresh = engine.init_state(model, tx, engine.seed_keys(1)[1])
+    restored, restored_history, epoch = Checkpointer(CheckpointConfig(tmp_path)).restore_latest(
+        fresh, fp
+    )
+    assert epoch == EPOCHS and restored_history == history
+    assert isinstance(restored, engine.TrainState)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+def test_a_different_configuration_is_refused_saying_what_differs(tmp_path):
+    train(tmp_path, resume=False)
+    with pytest.raises(CheckpointMismatchError, match=r"learning_rate: checkpoint has 0.05, this"):
+        train(tmp_path, resume=True, learning_rate=0.1)
+
+
+def test_a_different_state_layout_is_refused(tmp_path):
+    ckpt = Checkpointer(CheckpointConfig(tmp_path))
+    fp = fingerprint(model="x")
+    ckpt.save(1, {"w": jnp.zeros(3)}, [], fp)
+    with pytest.raises(CheckpointMismatchError, match=r"state\.\['w'\]\.shape"):
+        ckpt.restore_latest({"w": jnp.zeros(4)}, fp)
+
+
+def test_diff_fingerprints_names_missing_and_changed_keys():
+    lines = diff_fingerprints({"a": 1, "b": {"c": 2}}, {"b": {"c": 3}, "d": 4})
+    assert lines == [
+        "a: checkpoint has 1, this run has no such key",
+        "b.c: checkpoint has 2, this run has 3",
+        "d: checkpoint has no such key, this run has 4",
+    ]
+
+
+def test_retention_keeps_the_latest_and_every_n(tmp_path):
+    ckpt = Checkpointer(CheckpointConfig(tmp_path, every=2, keep=2))
+    fp = fingerprint()
+    written = [ckpt.save(e, {"w": jnp.full(2, e)}, [], fp) for e in range(1, 8)]
+    assert written == [False, True, False, True, False, True, False]
+    assert ckpt.steps() == [4, 6]
+    assert ckpt.save(7, {"w": jnp.full(2, 7)}, [], fp, force=True)
+    assert ckpt.steps() == [6, 7]
+
+
+def test_disk_full_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt = Checkpointer(CheckpointConfig(tmp_path))
+    fp = fingerprint()
+    ckpt.save(1, {"w": jnp.ones(2)}, [{"epoch": 1}], fp)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(epath.Path(tmp_path)), "write_text", disk_full)
+    with pytest.raises(OSError, match=r"epoch 2 .*No space left.*checkpoint \(epoch 1\) is intact"):
+        ckpt.save(2, {"w": jnp.full(2, 2.0)}, [{"epoch": 2}], fp)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # nothing half-written left
+    state, history, epoch = Checkpointer(CheckpointConfig(tmp_path)).restore_latest(
+        {"w": jnp.zeros(2)}, fp
+    )
+    assert epoch == 1 and history == [{"epoch": 1}]
+    np.testing.assert_array_equal(state["w"], 1.0)
+
+
+def test_unfinished_save_left_by_a_crash_is_ignored_and_cleaned(tmp_path):
+    ckpt = Checkpointer(CheckpointConfig(tmp_path))
+    fp = fingerprint()
+    ckpt.save(1, {"w": jnp.ones(2)}, [], fp)
+    (tmp_path / "2.orbax-checkpoint-tmp-123").mkdir()  # what a SIGKILL mid-save leaves
+    ckpt = Checkpointer(CheckpointConfig(tmp_path))
+    assert ckpt.steps() == [1]
+    assert ckpt.restore_latest({"w": jnp.zeros(2)}, fp)[2] == 1
+    assert not (tmp_path / "2.orbax-checkpoint-tmp-123").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_folder_is_refused_before_training(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(OSError, match="ro is not writable"):
+        Checkpointer(CheckpointConfig(folder / "ckpt"))
+
+
+def test_a_file_in_place_of_the_folder_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(OSError, match="checkpoint folder .*taken.* is not writable"):
+        Checkpointer(CheckpointConfig(tmp_path / "taken" / "ckpt"))
+
+
+@pytest.mark.parametrize("field", ["every", "keep"])
+def test_bad_checkpoint_options(field):
+    with pytest.raises(ValueError, match=f"checkpoint {field} must be a positive integer"):
+        CheckpointConfig("x", **{field: 0})
