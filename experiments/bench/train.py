@@ -1,0 +1,203 @@
+"""``optlab bench train``: training throughput, our engine vs an equivalent PyTorch loop.
+
+Two workloads of the Adam paper (Kingma & Ba 2015), both with Adam (lr 1e-3) at batch 128:
+the MLP 784-1000-1000-10 on MNIST and the CNN c64-c64-c128-1000 on CIFAR-10 shapes. Ours
+is the engine's compiled epoch (one ``lax.scan`` over device-resident minibatches, state
+donated); PyTorch's is the usual loop (``torch.optim.Adam(foreach=True)``, ``fused=True``
+on a GPU) over the same arrays, with the same architecture and the same initial scale
+(LeCun normal weights, zero biases). Epochs run interleaved (ours, torch, ours, ...) after
+one warm-up epoch each (compilation excluded); the figure is ``examples / median epoch
+time``. PyTorch is optional (``pip install 'optlab[bench]'``); without it, its rows are
+skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.bench import csv_list, timing
+
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+TORCH_INSTALL = "pip install 'optlab[bench]'  (or: pip install torch==2.13.0)"
+
+# workload -> (dataset, input shape, model name, model options, quick options, default steps)
+WORKLOADS = {
+    "mlp": ("mnist", (28, 28, 1), "mlp", {"widths": (1000, 1000)}, {"widths": (100,)}, None),
+    "cnn": (
+        "cifar10", (32, 32, 3), "adam_cnn", {}, {"channels": (8, 8, 16), "dense": 64}, 40
+    ),
+}  # fmt: skip
+
+
+def import_torch():
+    """``torch``, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def load_data(dataset: str, input_shape, num_examples: int | None, synthetic: bool):
+    """``(x, y, source)``: the training split of ``dataset``, or random data of its shape."""
+    if not synthetic:
+        try:
+            from experiments import data
+
+            ds = data.load(dataset, download=False)
+            x, y = ds.x_train[:num_examples], ds.y_train[:num_examples]
+            return x.astype(np.float32), y.astype(np.int32), f"{dataset} (train split)"
+        except (ImportError, AttributeError, ValueError, OSError) as err:
+            reason = f"{type(err).__name__}: {err}"
+    else:
+        reason = "--synthetic"
+    n = num_examples or (60_000 if dataset == "mnist" else 50_000)
+    rng = np.random.default_rng(0)
+    x = rng.random((n, *input_shape), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    return x, y, f"synthetic {dataset}-shaped data ({reason.splitlines()[0][:120]})"
+
+
+def jax_epoch(model_name: str, options: dict, x, y):
+    """A zero-argument callable running one engine epoch of Adam over ``(x, y)``."""
+    from flax import nnx
+
+    import models
+    import optimizers as opt
+    from experiments import engine
+
+    def make_model():
+        return models.build(model_name, x.shape[1:], 10, seed=0, **options)
+
+    tx = opt.adam(LEARNING_RATE)
+    config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
+    # Compiled initialisation: much faster than running the initialisers op by op.
+    graphdef = engine.split_model(nnx.eval_shape(make_model))[0]
+    state = jax.jit(lambda: engine.init_state(make_model(), tx, jax.random.key(0))[1])()
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    train_epoch = jax.jit(engine.make_train_epoch(graphdef, tx, config, len(x)), donate_argnums=0)
+    carry = [state]
+
+    def run():
+        carry[0], metrics = train_epoch(carry[0], x, y)
+        return metrics.losses
+
+    return run
+
+
+def lecun_normal_(torch, module) -> None:
+    """Flax's default init on a torch module: truncated normal, variance 1/fan_in; zero bias."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear | torch.nn.Conv2d):
+            fan_in = layer.weight[0].numel()
+            std = math.sqrt(1 / fan_in) / 0.87962566103423978  # unit std after truncation at 2σ
+            torch.nn.init.trunc_normal_(layer.weight, 0.0, std, -2 * std, 2 * std)
+            torch.nn.init.zeros_(layer.bias)
+
+
+def torch_model(torch, model_name: str, options: dict, input_shape):
+    """The same architecture as ``models.build(model_name, ...)`` in torch (NCHW)."""
+    nn = torch.nn
+    height, width, channels = input_shape
+    if model_name == "mlp":
+        sizes = (height * width * channels, *options["widths"])
+        layers = [nn.Flatten()]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], 10))
+    else:  # adam_cnn: 3 × (conv 5×5 SAME -> ReLU -> max-pool 3×3 stride 2 SAME), dense, head
+        sizes = (channels, *options.get("channels", (64, 64, 128)))
+        layers = []
+        for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        side = height
+        for _ in range(3):
+            side = -(-side // 2)
+        dense = options.get("dense", 1000)
+        layers += [nn.Flatten(), nn.Linear(side * side * sizes[-1], dense), nn.ReLU()]
+        layers.append(nn.Linear(dense, 10))
+    model = nn.Sequential(*layers)
+    lecun_normal_(torch, model)
+    return model
+
+
+def torch_epoch(torch, model, x, y):
+    """A zero-argument callable running one PyTorch epoch of Adam on ``model`` over ``(x, y)``
+    (NHWC images, as ours; moved to NCHW here)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    on_gpu = device.type == "cuda"
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=LEARNING_RATE, foreach=not on_gpu, fused=on_gpu or None
+    )
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    y = torch.from_numpy(y.astype(np.int64)).to(device)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    steps = len(x) // BATCH_SIZE
+
+    def run():
+        order = torch.randperm(len(x), generator=generator)[: steps * BATCH_SIZE].to(device)
+        for batch in order.view(steps, BATCH_SIZE):
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if on_gpu:
+            torch.cuda.synchronize()
+        return None
+
+    return run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workloads", type=csv_list, help=f"from {','.join(WORKLOADS)}")
+    parser.add_argument("--steps", type=int, help="steps per timed epoch (default: full for mlp)")
+    parser.add_argument("--synthetic", action="store_true", help="random data, no files read")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    workloads = args.workloads or list(WORKLOADS)
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    repeats = args.repeats or (2 if args.quick else 5)
+    torch = import_torch()
+    notes = [] if torch else [f"PyTorch not installed: torch rows skipped ({TORCH_INSTALL})"]
+    if torch:
+        notes.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    for workload in workloads:
+        dataset, input_shape, model_name, options, quick_options, default_steps = WORKLOADS[
+            workload
+        ]
+        options = quick_options if args.quick else options
+        steps = args.steps or (4 if args.quick else default_steps)
+        num_examples = None if steps is None else steps * BATCH_SIZE
+        x, y, source = load_data(dataset, input_shape, num_examples, args.synthetic)
+        notes.append(f"{workload}: {source}, {len(x)} examples, {model_name} {options}")
+        candidates = {"jax (optlab engine)": jax_epoch(model_name, options, x, y)}
+        if torch:
+            model = torch_model(torch, model_name, options, input_shape)
+            candidates["torch"] = torch_epoch(torch, model, x, y)
+        times = timing.interleaved(candidates, repeats=repeats)
+        examples = (len(x) // BATCH_SIZE) * BATCH_SIZE
+        for framework, seconds in times.items():
+            rows.append(
+                {
+                    "workload": workload,
+                    "framework": framework,
+                    "examples": examples,
+                    "epoch_s": seconds.median_s,
+                    "epoch_iqr_s": seconds.iqr_s,
+                    "examples_per_s": examples / seconds.median_s,
+                    "relative_to_jax": seconds.median_s / times["jax (optlab engine)"].median_s,
+                }
+            )
+    config = {"batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "repeats": repeats}
+    return {"config": config, "environment": timing.environment(), "rows": rows, "notes": notes}

@@ -1,0 +1,208 @@
+"""Tests of ``optlab bench``: the HLO byte counter, state sizes, timing, and every subcommand
+in ``--quick`` mode on tiny sizes. No assertion is about speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import optimizers as opt
+from experiments import cli
+from experiments.bench import roofline, step, timing, train
+from experiments.bench.memory import state_bytes_per_param
+
+N = 1000
+
+# A hand-written optimized HLO module: a two-output fusion, a get-tuple-element, a copy.
+HLO = """HloModule m
+
+%fused (p0: f32[1000], p1: bf16[1000]) -> (f32[1000], bf16[1000]) {
+  ROOT %t = (f32[1000]{0}, bf16[1000]{0}) tuple(%p0, %p1)
+}
+
+ENTRY %main.1 (x.1: f32[1000], y.1: bf16[1000], n.1: s32[]) -> (f32[1000], s32[]) {
+  %x.1 = f32[1000]{0} parameter(0), metadata={op_name="x"}
+  %y.1 = bf16[1000]{0} parameter(1)
+  %n.1 = s32[] parameter(2)
+  %fusion = (f32[1000]{0}, bf16[1000]{0}) fusion(%x.1, %y.1, %x.1), kind=kLoop, calls=%fused
+  %gte = bf16[1000]{0} get-tuple-element(%fusion), index=1
+  %copy.1 = bf16[1000]{0} copy(%gte)
+  %add_fusion = s32[] fusion(%n.1), kind=kLoop, calls=%fused
+  ROOT %tuple = (f32[1000]{0}, s32[]) tuple(%fusion, %add_fusion)
+}
+"""
+
+
+def compiled(fn, *args, donate=()):
+    return jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+
+
+def test_entry_kernels_of_handwritten_hlo():
+    kernels = {k.name: k for k in roofline.entry_kernels(HLO)}
+    assert set(kernels) == {"fusion", "copy.1", "add_fusion"}
+    # x read once although passed twice: 4000 + 2000 in, 4000 + 2000 out.
+    assert (kernels["fusion"].read_bytes, kernels["fusion"].write_bytes) == (6000, 6000)
+    assert (kernels["copy.1"].read_bytes, kernels["copy.1"].write_bytes) == (2000, 2000)
+    assert kernels["add_fusion"].scalar and not kernels["fusion"].scalar
+
+
+@pytest.mark.parametrize("dtype, itemsize", [(jnp.float32, 4), (jnp.bfloat16, 2)])
+def test_traffic_of_x_plus_y(dtype, itemsize):
+    x = jnp.ones((10, 100), dtype)
+    traffic = roofline.hlo_traffic(compiled(lambda a, b: a + b, x, x))
+    assert traffic["kernels"] == 1
+    assert traffic["bytes"] == 3 * N * itemsize  # read x, y; write the sum
+
+
+def test_traffic_of_two_unfused_outputs():
+    if jax.default_backend() != "cpu":
+        pytest.skip("XLA's CPU backend does not fuse sibling outputs; others may")
+    x = jnp.ones((N,), jnp.float32)
+    traffic = roofline.hlo_traffic(compiled(lambda a, b: (a + b, a * b), x, x))
+    assert traffic["fusions"] == 2
+    assert traffic["bytes"] == 2 * (8 + 4) * N
+    assert traffic["bytes"] == pytest.approx(traffic["xla_bytes_accessed"], rel=1e-3)
+
+
+def test_adam_step_traffic_matches_xla_and_ideal():
+    params = step.random_tree({"w": (10, 100), "b": (100,), "c": (N,)}, jnp.float32)
+    tx = optax.adam(1e-3)
+    traffic = roofline.hlo_traffic(roofline.compile_step(tx, params, params))
+    n = step.count_params(params)
+    assert traffic["bytes"] == pytest.approx(traffic["xla_bytes_accessed"], rel=1e-2)
+    assert traffic["bytes"] / n >= roofline.ideal_bytes_per_param(tx, params) - 1e-6
+    assert roofline.ideal_bytes_per_param(tx, params) == pytest.approx(28, abs=1e-2)
+    assert roofline.ideal_bytes_per_param(optax.sgd(1e-3), params) == pytest.approx(12)
+
+
+@pytest.mark.parametrize(
+    "name, dtype, expected",
+    [
+        ("sgd", jnp.float32, 0),
+        ("momentum", jnp.float32, 4),
+        ("adagrad", jnp.float32, 4),
+        ("adam", jnp.float32, 8),
+        ("amsgrad", jnp.float32, 12),
+        ("adam", jnp.bfloat16, 4),
+    ],
+)
+def test_state_bytes_per_param(name, dtype, expected):
+    params = {"w": jnp.zeros((100, 10), dtype), "b": jnp.zeros((N,), dtype)}
+    measured = state_bytes_per_param(opt.get(name, learning_rate=1e-3), params)
+    # Scalars (step counters) add a few bytes over 2000 parameters.
+    assert expected <= measured <= expected + 16 / 2000
+
+
+def test_state_bytes_agree_with_the_registry():
+    params = {"w": jnp.zeros((N,), jnp.float32)}
+    for name in opt.available():
+        measured = state_bytes_per_param(opt.get(name, learning_rate=1e-3), params)
+        assert measured == pytest.approx(4 * opt.info(name).state_per_param, abs=0.05), name
+
+
+def test_interleaved_alternates_and_summarises():
+    calls = []
+    candidates = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = timing.interleaved(candidates, repeats=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    for t in times.values():
+        assert len(t.samples_s) == 3
+        assert t.q1_s <= t.median_s <= t.q3_s and t.iqr_s >= 0
+    with pytest.raises(ValueError, match="repeats"):
+        timing.interleaved(candidates, repeats=0)
+
+
+def run_bench(tmp_path, *argv) -> dict:
+    assert cli.main(["bench", *argv, "--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / f"{argv[0]}.json").read_text())
+    assert {"config", "environment", "rows"} <= set(result)
+    assert {"device_kind", "jax", "date_utc"} <= set(result["environment"])
+    assert (tmp_path / f"{argv[0]}.md").read_text().startswith(f"# optlab bench {argv[0]}")
+    return result
+
+
+def test_step_command(tmp_path):
+    result = run_bench(
+        tmp_path, "step", "--optimizers", "adam,sgd", "--trees", "one", "--dtypes", "float32",
+        "--size", "1e4",
+    )  # fmt: skip
+    assert [r["optimizer"] for r in result["rows"]] == ["adam", "sgd"]
+    for row in result["rows"]:
+        assert row["params"] == 10_000 and row["ours_ms"] > 0 and row["optax_ms"] > 0
+        assert row["ours_over_optax"] == pytest.approx(row["ours_ms"] / row["optax_ms"])
+
+
+def test_roofline_command(tmp_path):
+    result = run_bench(tmp_path, "roofline", "--optimizers", "adam,sgd", "--size", "1e4")
+    rows = {r["optimizer"]: r for r in result["rows"]}
+    assert rows["adam"]["ideal_B_per_param"] == pytest.approx(28, abs=0.01)
+    assert rows["sgd"]["hlo_B_per_param"] == pytest.approx(12, abs=0.01)
+    assert rows["adam"]["hlo_B_per_param"] >= 28
+    assert rows["adam"]["optax_hlo_B_per_param"] >= 28
+    assert all(r["triad_GBps"] > 0 and r["pct_of_triad"] > 0 for r in rows.values())
+    assert {"copy_GBps", "triad_GBps"} <= set(result["bandwidth"])
+    assert {f["formulation"] for f in result["adam_formulations"]} >= {"optax order"}
+
+
+def test_memory_command(tmp_path):
+    result = run_bench(tmp_path, "memory", "--optimizers", "adam", "--widths", "8")
+    (row,) = result["rows"]
+    assert row["optimizer"] == "adam" and row["state_buffers"] == 2
+    assert row["state_B_per_param"] == pytest.approx(8, abs=0.05)
+    # Donated: parameters (4 B) and Adam's two moments (8 B) are reused for the outputs.
+    assert row["step_alias_B_per_param"] == pytest.approx(12, abs=0.05)
+    assert row["step_argument_B_per_param"] > 12  # plus the minibatch
+    if jax.default_backend() == "cpu":
+        assert row["peak_device_bytes"] == "n/a on CPU"
+
+
+TRAIN_ARGS = ("train", "--workloads", "mlp", "--steps", "2", "--synthetic")
+
+
+def test_train_command_without_torch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    assert train.import_torch() is None
+    result = run_bench(tmp_path, *TRAIN_ARGS)
+    assert [r["framework"] for r in result["rows"]] == ["jax (optlab engine)"]
+    assert result["rows"][0]["examples"] == 2 * train.BATCH_SIZE
+    assert "pip install" in capsys.readouterr().out
+
+
+def test_torch_loop_mirrors_our_models():
+    torch = pytest.importorskip("torch")
+    from flax import nnx
+
+    import models
+
+    for name, shape, options in [
+        ("mlp", (28, 28, 1), {"widths": (16, 8)}),
+        ("adam_cnn", (32, 32, 3), {"channels": (4, 4, 8), "dense": 12}),
+    ]:
+        theirs = train.torch_model(torch, name, options, shape)
+        ours = nnx.eval_shape(lambda: models.build(name, shape, 10, **options))  # noqa: B023
+        assert sum(p.numel() for p in theirs.parameters()) == models.count_params(ours)
+        x, y, _ = train.load_data("mnist", shape, 2 * train.BATCH_SIZE, synthetic=True)
+        before = [p.detach().clone() for p in theirs.parameters()]
+        train.torch_epoch(torch, theirs, x, y)()  # two Adam steps
+        after = list(theirs.parameters())
+        assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_population_command(tmp_path):
+    result = run_bench(
+        tmp_path, "population", "--sizes", "1,2", "--steps", "1", "--widths", "8", "--synthetic"
+    )
+    rows = {r["P"]: r for r in result["rows"]}
+    assert set(rows) == {1, 2}
+    assert rows[1]["vmapped_over_one"] == pytest.approx(1)
+    assert rows[2]["sequential_s"] == pytest.approx(2 * rows[1]["vmapped_s"])
+
+
+def test_unknown_names_are_user_errors(capsys):
+    assert cli.main(["bench", "step", "--quick", "--optimizers", "nope"]) == 2
+    assert "unknown optimizer" in capsys.readouterr().err
