@@ -23,6 +23,13 @@ import sys
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("experiments.compare", "train every optimizer on one dataset and compare them"),
+    "bench": ("experiments.bench", "performance benchmarks: optimizer steps, memory, training"),
+    "continual": (
+        "experiments.continual",
+        "continual learning with validation, canary rollout, monitoring and a model registry",
+    ),
+    "data": ("experiments.data.cli", "download and verify the datasets (digits, MNIST, CIFAR-10)"),
+    "study": ("experiments.studies", "optimizer studies: surfaces, conditioning, ..."),
 }
 
 
@@ -40,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Parse once to find the subcommand, then let its module add its own options.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known._module)
-    sub_parser = parser._subparsers._group_actions[0].choices[known.command]  # noqa: SLF001
-    module.configure_parser(sub_parser)
-    args = parser.parse_args(argv)
+    # Find the subcommand first, so that its module can add its own options before the
+    # real parse (this keeps ``optlab COMMAND --help`` complete).
+    command = next((token for token in argv if not token.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        sub_parser = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+        module.configure_parser(sub_parser)
+    args = parser.parse_args(argv)  # exits with usage for unknown or missing commands
+    module = importlib.import_module(args._module)
     try:
         status = module.run(args)
     except KeyboardInterrupt:
