@@ -14,6 +14,7 @@ import jax
 from flax import nnx
 
 from models._common import as_shape, check_input, pooled
+from models._conv import conv_general_dilated
 
 
 def _image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -21,6 +22,15 @@ def _image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]
     if len(shape) != 3:
         raise ValueError(f"{model} needs images (H, W, C), got input_shape {shape}")
     return shape
+
+
+def _conv(c_in: int, c_out: int, size: int, rngs: nnx.Rngs) -> nnx.Conv:
+    """A ``size × size`` 'SAME' convolution whose gradients stay fast inside the
+    engine's ``lax.scan`` on CPU (see :mod:`models._conv`)."""
+    return nnx.Conv(
+        c_in, c_out, kernel_size=(size, size), padding="SAME", rngs=rngs,
+        conv_general_dilated=conv_general_dilated,
+    )  # fmt: skip
 
 
 def _pool(x: jax.Array, window: int) -> jax.Array:
@@ -61,8 +71,7 @@ class AdamPaperCNN(nnx.Module):
         self.num_classes = num_classes
         sizes = (in_channels, *channels)
         self.convs = nnx.List(
-            nnx.Conv(c_in, c_out, kernel_size=(5, 5), padding="SAME", rngs=rngs)
-            for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
+            _conv(c_in, c_out, 5, rngs) for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         flat = pooled(height, len(channels)) * pooled(width, len(channels)) * sizes[-1]
         self.dense = nnx.Linear(flat, dense, rngs=rngs)
@@ -110,8 +119,7 @@ class CNN2C2D(nnx.Module):
         self.num_classes = num_classes
         sizes = (in_channels, *channels)
         self.convs = nnx.List(
-            nnx.Conv(c_in, c_out, kernel_size=(5, 5), padding="SAME", rngs=rngs)
-            for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
+            _conv(c_in, c_out, 5, rngs) for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         flat = pooled(height, len(channels)) * pooled(width, len(channels)) * sizes[-1]
         self.dense = nnx.Linear(flat, dense, rngs=rngs)
@@ -177,8 +185,7 @@ class VGG16(nnx.Module):
         self.pool_after = tuple(n - 1 for n in itertools.accumulate(n for _, n in VGG16_STAGES))
         sizes = (in_channels, *channels)
         self.convs = nnx.List(
-            nnx.Conv(c_in, c_out, kernel_size=(3, 3), padding="SAME", rngs=rngs)
-            for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
+            _conv(c_in, c_out, 3, rngs) for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.norms = nnx.List(
             nnx.BatchNorm(c, momentum=0.9, rngs=rngs) for c in (channels if batch_norm else ())
