@@ -17,6 +17,14 @@ Protocol, per optimizer (every optimizer gets the same initialisations and data 
 
 Writes to the run folder: ``config.json``, ``metrics.jsonl`` (one record per optimizer,
 seed and epoch, at the chosen rate), ``summary.md``, ``loss.png``, ``accuracy.png``.
+
+Reliability options: ``--checkpoint-every N`` checkpoints each optimizer's whole
+population (stacked state of every grid × seed member, histories so far) every N epochs
+under ``<out>/checkpoints/<optimizer>``; ``--resume --out <out>`` continues an interrupted
+run: finished optimizers are restored without training, the interrupted one continues
+from its last checkpoint, bitwise as if uninterrupted. ``--on-non-finite skip`` skips
+non-finite updates (counted as ``skipped_steps``) instead of marking the run diverged.
+``--data-parallel`` splits every minibatch over all devices.
 """
 
 from __future__ import annotations
@@ -71,6 +79,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/compare-<time>)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are")
     parser.add_argument("--quick", action="store_true", help="a small run for tests and laptops")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="checkpoint each optimizer's population every N epochs under OUT/checkpoints "
+        "(default: no checkpoints; --resume implies 1)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoints (finished optimizers are not "
+        "retrained)",
+    )
+    parser.add_argument(
+        "--on-non-finite",
+        choices=engine.NON_FINITE_POLICIES,
+        default="stop",
+        help="a NaN/Inf loss or gradient freezes the run as diverged (stop, default) or "
+        "skips that update (skip)",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="split each minibatch over all devices (batch size divisible by their number)",
+    )
 
 
 # --------------------------------------------------------------------------- choices
@@ -118,6 +151,11 @@ def settings(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
     if not 0 < args.validation < 1:
         raise ValueError(f"--validation must be in (0, 1), got {args.validation}")
+    checkpoint_every = args.checkpoint_every or (1 if args.resume else None)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out RUN_FOLDER, the folder of the run to continue")
     return {
         "dataset": resolve_dataset(args.dataset),
         "model": resolve_model(args.model),
@@ -126,6 +164,10 @@ def settings(args: argparse.Namespace) -> dict:
         "target_loss": args.target_loss,
         "validation": args.validation,
         "quick": args.quick,
+        "checkpoint_every": checkpoint_every,
+        "resume": args.resume,
+        "on_non_finite": args.on_non_finite,
+        "data_parallel": args.data_parallel,
         **chosen,
     }
 
@@ -146,7 +188,32 @@ def state_bytes_per_param(states: engine.TrainState) -> float:
     return state_bytes / num_params
 
 
-def compare_one(name: str, make_model, splits, config: engine.TrainConfig, cfg: dict, on_epoch):
+def checkpoint_options(name: str, cfg: dict, run_dir) -> dict:
+    """``fit_population`` checkpoint arguments for optimizer ``name`` (none if disabled).
+
+    Each optimizer's population has its own folder ``run_dir/checkpoints/<name>``; a
+    finished one holds its last epoch, so ``--resume`` restores it without training.
+    """
+    if cfg["checkpoint_every"] is None:
+        return {}
+    return {
+        "checkpoint_dir": run_dir / "checkpoints" / name,
+        "checkpoint_every": cfg["checkpoint_every"],
+        "keep": 2,
+        "resume": cfg["resume"],
+        "fingerprint": {
+            "optimizer": name,
+            "model": cfg["model"],
+            "model_options": MODEL_OPTIONS.get(cfg["model"], {}),
+            "dataset": cfg["dataset"],
+            "validation": cfg["validation"],
+        },
+    }
+
+
+def compare_one(
+    name: str, make_model, splits, config: engine.TrainConfig, cfg: dict, on_epoch, run_dir=None
+):
     """Grid × seeds population for one optimizer; returns a result dict."""
     info = opt.info(name)
     grid = learning_rate_grid(info.suggested_learning_rate, cfg["lr_grid_size"])
@@ -160,6 +227,8 @@ def compare_one(name: str, make_model, splits, config: engine.TrainConfig, cfg: 
         data=splits,
         config=config,
         on_epoch=on_epoch,
+        on_non_finite=cfg["on_non_finite"],
+        **checkpoint_options(name, cfg, run_dir),
     )
     final_val_loss = np.nan_to_num(pop.histories["val_loss"][:, :, -1], nan=np.inf).mean(axis=1)
     best = int(np.argmin(final_val_loss))
@@ -214,6 +283,8 @@ def headers(cfg: dict) -> list[str]:
 
 
 def write_run(run_dir, cfg, results, meta) -> None:
+    if cfg["resume"]:  # the restored results are complete: rewrite, do not append
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     with report.MetricsWriter(run_dir) as metrics:
         for r in results:
             for seed in range(cfg["seeds"]):
@@ -282,8 +353,14 @@ def run(args: argparse.Namespace) -> int:
         x_test=full.x_test,
         y_test=full.y_test,
     )
-    config = engine.TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], eval_train=True)
+    config = engine.TrainConfig(
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        eval_train=True,
+        data_parallel=cfg["data_parallel"],
+    )
     config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
+    engine.check_data(splits, full.num_classes)
     model_options = MODEL_OPTIONS.get(cfg["model"], {})
     run_dir = report.make_run_dir(args.out, "compare")
 
@@ -311,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         for name in cfg["optimizers"]:
             bar.set_postfix_str(name)
             results.append(
-                compare_one(name, make_model, splits, config, cfg, lambda _: bar.update())
+                compare_one(name, make_model, splits, config, cfg, lambda _: bar.update(), run_dir)
             )
 
     meta = {

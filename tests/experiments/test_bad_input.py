@@ -4,22 +4,27 @@ what is wrong, the argument or file, and what would be valid, before any trainin
 Data-file corruption at the parser level (truncated or corrupted ``.gz``, wrong IDX magic,
 checksum mismatch, malicious pickles) is covered in tests/experiments/test_data.py and
 tests/experiments/test_data_fuzz.py; here it is checked end to end through the CLI.
-Unwritable folders and a full disk are in tests/experiments/test_checkpoint.py.
+Unwritable folders and a full disk are checked here through the CLI and, for the
+checkpointer itself, in tests/experiments/test_checkpoint.py.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from etils import epath
 
 import models
 import optimizers as opt
-from experiments import data, engine
+from experiments import cli, compare, data, engine
 from experiments.data.synthetic import make_classification
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,10 +60,20 @@ def _small():
     return make_classification(40, 8, 3, seed=0)
 
 
-def test_shapes_that_do_not_fit_the_model_fail_before_training():
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fail the test if the engine gets as far as compiling a training epoch."""
+
+    def refuse(*args):
+        raise AssertionError("the engine compiled before rejecting the input")
+
+    monkeypatch.setattr(engine, "_compile", refuse)
+
+
+def test_shapes_that_do_not_fit_the_model_fail_before_training(no_compile):
     ds = _small()
     model = models.build("mlp", input_shape=(9,), num_classes=3, seed=0, widths=(4,))
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 9\), received \(8, 8\)"):
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 9\), received \(1, 8\)"):
         engine.fit(model, opt.sgd(0.1), ds, engine.TrainConfig(epochs=1, batch_size=8))
 
 
@@ -70,18 +85,29 @@ def test_labels_out_of_range():
         ds.replace(y_train=np.where(ds.y_train == 0, 7, ds.y_train).astype(np.int32))
 
 
-def test_nan_in_data_stops_at_the_first_step_naming_it():
-    """NaN features are caught by the engine's finiteness guard at epoch 1, step 0 (not yet
-    by the Dataset itself; see docs/reliability.md, "Not yet covered")."""
+def test_labels_beyond_the_model_outputs_fail_before_training(no_compile):
+    """Data that is not a ``Dataset`` is checked against the model's number of logits."""
     ds = _small()
-    x = ds.x_train.copy()
-    x[:] = np.nan
+    data = SimpleNamespace(**{**vars(ds), "y_test": np.full_like(ds.y_test, 5), "num_classes": 0})
     model = models.build("mlp", input_shape=(8,), num_classes=3, seed=0, widths=(4,))
-    with pytest.raises(engine.NonFiniteError, match=r"epoch 1, step 0: the loss") as err:
+    with pytest.raises(ValueError, match=r"y_test holds labels in \[5, 5\], valid labels are 0..2"):
+        engine.fit(model, opt.sgd(0.1), data, engine.TrainConfig(epochs=1, batch_size=8))
+
+
+@pytest.mark.parametrize("split, value", [("x_train", np.nan), ("x_test", np.inf)])
+def test_non_finite_data_fails_before_training_naming_the_array(no_compile, split, value):
+    ds = _small()
+    x = getattr(ds, split).copy()
+    x[3, 1] = value
+    model = models.build("mlp", input_shape=(8,), num_classes=3, seed=0, widths=(4,))
+    with pytest.raises(ValueError, match=rf"{split} holds 1 NaN or infinite value\(s\) \(first in"
+                       r" example 3\)"):  # fmt: skip
         engine.fit(
-            model, opt.sgd(0.1), ds.replace(x_train=x), engine.TrainConfig(epochs=2, batch_size=8)
+            model,
+            opt.sgd(0.1),
+            ds.replace(**{split: x}),
+            engine.TrainConfig(epochs=1, batch_size=8),
         )
-    assert err.value.history == []
 
 
 def test_bad_train_config():
@@ -128,3 +154,89 @@ def test_cli_unknown_names_and_bad_options_are_one_readable_error(tmp_path):
     result = _cli("compare", "--quick", "--dataset", "nope", "--out", str(tmp_path / "run2"))
     _assert_one_clean_error(result, "nope")
     assert not (tmp_path / "run2").exists()
+
+
+# --------------------------------------------------------------------------- in-process CLI
+
+TINY_COMPARE = ["compare", "--quick", "--optimizers", "sgd", "--epochs", "2", "--seeds", "1",
+                "--lr-grid-size", "1", "--batch-size", "64"]  # fmt: skip
+
+
+def _main(capsys, *args):
+    """``optlab ARGS`` in this process: (exit status, stderr)."""
+    status = cli.main(list(args))
+    return status, capsys.readouterr().err
+
+
+def _assert_one_line(status, err, *fragments):
+    assert status == 2
+    progress = "compare:"  # tqdm's bar, redrawn with carriage returns
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(progress)]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_cli_unwritable_out_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    status, err = _main(capsys, *TINY_COMPARE, "--out", str(tmp_path / "file" / "run"))
+    _assert_one_line(status, err, "cannot write the run folder", "file/run")
+
+
+def test_cli_disk_full_while_checkpointing_is_one_line_and_leaves_no_partial_files(
+    tmp_path, capsys, monkeypatch
+):
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(epath.Path(tmp_path)), "write_text", disk_full)
+    run = tmp_path / "run"
+    status, err = _main(capsys, *TINY_COMPARE, "--out", str(run), "--checkpoint-every", "1")
+    _assert_one_line(status, err, "could not write the checkpoint of epoch 1", "No space left")
+    left = [p.name for p in (run / "checkpoints" / "sgd").iterdir()]
+    assert left == []  # no half-written checkpoint folder
+    assert not (run / "metrics.jsonl").exists() and not (run / "summary.md").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"x_train": lambda x, y: (np.where(np.arange(len(x))[:, None, None, None] == 2, np.nan,
+                                            x), y)}, "x_train holds"),
+        ({"x_train": lambda x, y: (x, np.where(np.arange(len(y)) == 0, 10, y))},
+         "y_train holds labels in [0, 10], valid labels are 0..9"),
+    ],
+)  # fmt: skip
+def test_cli_bad_data_is_one_line_before_any_output(tmp_path, capsys, monkeypatch, change, message):
+    real_load = data.load
+
+    def load(name, data_dir=None, validation=None):
+        ds = real_load(name, data_dir=data_dir, validation=validation)
+        x, y = change["x_train"](ds.x_train, ds.y_train)
+        return SimpleNamespace(
+            **{f.name: getattr(ds, f.name) for f in ds.__dataclass_fields__.values()}
+            | {"x_train": x, "y_train": y, "input_shape": ds.input_shape}
+        )
+
+    monkeypatch.setattr(compare.datasets, "load", load)
+    status, err = _main(capsys, *TINY_COMPARE, "--out", str(tmp_path / "run"))
+    _assert_one_line(status, err, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_config_file_with_unknown_keys_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"quick": True, "batch_sise": 64}))
+    status, err = _main(capsys, "--config", str(config), "compare")
+    _assert_one_line(status, err, "unknown key(s) 'batch_sise'", "valid keys: batch_size,")
+    config.write_text("[1, 2]")
+    _assert_one_line(*_main(capsys, "compare", "--config", str(config)), "JSON object")
+    config.write_text(json.dumps({"on_non_finite": "ignore"}))
+    _assert_one_line(*_main(capsys, "compare", "--config", str(config)), "one of stop, skip")
+    _assert_one_line(*_main(capsys, "compare", "--config", str(tmp_path / "nope.json")),
+                     "cannot read config file")  # fmt: skip
+
+
+def test_cli_resume_without_out_is_one_line(capsys):
+    _assert_one_line(*_main(capsys, *TINY_COMPARE, "--resume"), "--resume needs --out")

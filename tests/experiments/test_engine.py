@@ -145,19 +145,151 @@ def test_scan_epoch_equals_python_loop_of_steps(tiny):
     assert int(scanned.step) == 4 and int(scanned.epoch) == 1
 
 
-def test_non_finite_raises_and_keeps_last_good_state(tiny):
+def poisoned(tiny, index: int = 5):
+    """``tiny`` with one finite but huge example: its forward pass overflows to inf/NaN."""
     x_train = tiny.x_train.copy()
-    x_train[5] = np.nan
-    data = SimpleNamespace(**{**vars(tiny), "x_train": x_train})
+    x_train[index] = 3e38
+    return SimpleNamespace(**{**vars(tiny), "x_train": x_train})
+
+
+def test_non_finite_raises_and_keeps_last_good_state(tiny):
     config = engine.TrainConfig(epochs=2, batch_size=8)
     with pytest.raises(engine.NonFiniteError) as info:
-        engine.fit(model_for(0), optax.sgd(0.1), data, config)
+        engine.fit(model_for(0), optax.sgd(0.1), poisoned(tiny), config)
     err = info.value
     assert isinstance(err, ValueError) and isinstance(err, FloatingPointError)
     assert err.epoch == 1 and 0 <= err.step < 12
     assert "hidden" in " ".join(err.leaves) and "epoch 1" in str(err)
     assert int(err.state.step) == err.step  # the bad step and those after were not applied
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(err.state.params))
+
+
+def test_skip_non_finite_skips_the_bad_step_and_counts_it(tiny):
+    config = engine.TrainConfig(epochs=3, batch_size=8)
+    result = engine.fit(model_for(0), optax.sgd(0.1), poisoned(tiny), config, on_non_finite="skip")
+    # One poisoned example, 12 full minibatches an epoch: exactly one skipped step each.
+    assert [record["skipped_steps"] for record in result.history] == [1, 1, 1]
+    assert int(result.state.opt_state.total_skips) == 3 and int(result.state.step) == 36
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.state.params))
+    assert result.history[-1]["train_accuracy"] > result.history[0]["train_accuracy"] - 0.1
+    assert np.isfinite(result.history[-1]["test_loss"])
+
+
+def test_skip_gives_up_and_stops_when_every_step_is_bad(tiny):
+    """More than ``max_consecutive_errors`` bad steps in a row: the wrapper lets them
+    through, the parameters go non-finite, and fit stops there."""
+    data = SimpleNamespace(**{**vars(tiny), "x_train": np.full_like(tiny.x_train, 3e38)})
+    config = engine.TrainConfig(epochs=1, batch_size=8)
+    with pytest.raises(engine.NonFiniteError, match=r"epoch 1, step 5: .*gradients of"):
+        engine.fit(model_for(0), optax.sgd(0.1), data, config, on_non_finite="skip")
+
+
+def _interrupt_after(epoch):
+    def on_epoch(record):
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
+def test_fit_resume_after_interruption_is_bitwise_identical(tiny, tmp_path):
+    config = engine.TrainConfig(epochs=3, batch_size=16, seed=1)
+    reference = engine.fit(model_for(1, dropout=0.2), optax.adam(1e-2), tiny, config)
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(model_for(1, dropout=0.2), optax.adam(1e-2), tiny, config,
+                   checkpoint_dir=tmp_path, on_epoch=_interrupt_after(2))  # fmt: skip
+    resumed = engine.fit(
+        model_for(1, dropout=0.2), optax.adam(1e-2), tiny, config, checkpoint_dir=tmp_path,
+        resume=True,
+    )  # fmt: skip
+    assert without_times(resumed.history) == without_times(reference.history)
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(reference.state), strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)  # params, optimizer state, step, key, epoch
+    # A finished run resumes to itself without training.
+    again = engine.fit(model_for(1, dropout=0.2), optax.adam(1e-2), tiny, config,
+                       checkpoint_dir=tmp_path, resume=True)  # fmt: skip
+    assert again.compile_time_s == 0 and without_times(again.history) == without_times(
+        reference.history
+    )
+
+
+def test_fit_refuses_another_configuration_and_misused_folders(tiny, tmp_path):
+    config = engine.TrainConfig(epochs=1, batch_size=16)
+    fp = {"optimizer": "adam", "learning_rate": 0.01}
+    engine.fit(
+        model_for(0), optax.adam(1e-2), tiny, config, checkpoint_dir=tmp_path, fingerprint=fp
+    )
+    with pytest.raises(ValueError, match=r"already holds checkpoints .*resume=True"):
+        engine.fit(model_for(0), optax.adam(1e-2), tiny, config, checkpoint_dir=tmp_path)
+    with pytest.raises(
+        ValueError, match=r"user.learning_rate: checkpoint has 0.01, this run has 0.1"
+    ):
+        engine.fit(model_for(0), optax.adam(0.1), tiny, config, checkpoint_dir=tmp_path,
+                   resume=True, fingerprint={**fp, "learning_rate": 0.1})  # fmt: skip
+    with pytest.raises(ValueError, match=r"train.batch_size: checkpoint has 16, this run has 8"):
+        engine.fit(model_for(0), optax.adam(1e-2), tiny, dataclasses.replace(config, batch_size=8),
+                   checkpoint_dir=tmp_path, resume=True, fingerprint=fp)  # fmt: skip
+    with pytest.raises(ValueError, match=r"resume=True needs a checkpoint_dir"):
+        engine.fit(model_for(0), optax.adam(1e-2), tiny, config, resume=True)
+    with pytest.raises(ValueError, match=r"on_non_finite must be one of stop, skip"):
+        engine.fit(model_for(0), optax.adam(1e-2), tiny, config, on_non_finite="ignore")
+
+
+def test_non_finite_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    """Diverges in epoch 2 (the learning rate jumps after 6 steps): checkpoint 1 survives."""
+    config = engine.TrainConfig(epochs=3, batch_size=16)
+
+    def tx():
+        return optax.sgd(lambda count: jnp.where(count < 6, 0.1, 1e30))
+
+    with pytest.raises(engine.NonFiniteError, match=r"epoch 2.*last good checkpoint is epoch 1"):
+        engine.fit(model_for(0), tx(), tiny, config, checkpoint_dir=tmp_path)
+    from experiments.checkpoint import CheckpointConfig, Checkpointer
+
+    assert Checkpointer(CheckpointConfig(tmp_path)).steps() == [1]
+    with pytest.raises(engine.NonFiniteError, match=r"epoch 2"):  # resumes at epoch 2
+        engine.fit(model_for(0), tx(), tiny, config, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_population_resume_after_interruption_is_bitwise_identical(tiny, tmp_path):
+    config = engine.TrainConfig(epochs=2, batch_size=32)
+    kwargs = dict(
+        make_model=TinyMLP,
+        make_tx=lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+        hparams={"learning_rate": [0.05, 1e30]},
+        seeds=[0],
+        data=tiny,
+        config=config,
+    )
+    reference = engine.fit_population(**kwargs)
+
+    def interrupt(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit_population(**kwargs, checkpoint_dir=tmp_path, on_epoch=interrupt)
+    resumed = engine.fit_population(**kwargs, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.diverged.tolist() == reference.diverged.tolist() == [[False], [True]]
+    for name, values in reference.histories.items():
+        np.testing.assert_array_equal(resumed.histories[name], values)
+    chex.assert_trees_all_equal(resumed.state.params, reference.state.params)
+
+
+def test_population_skip_records_skipped_steps(tiny):
+    pop = engine.fit_population(
+        make_model=TinyMLP,
+        make_tx=lambda learning_rate: optax.sgd(learning_rate),
+        hparams={"learning_rate": [0.05, 0.1]},
+        seeds=[0],
+        data=poisoned(tiny),
+        config=engine.TrainConfig(epochs=2, batch_size=8),
+        on_non_finite="skip",
+    )
+    assert not pop.diverged.any()
+    np.testing.assert_array_equal(pop.histories["skipped_steps"], np.ones((2, 1, 2)))
 
 
 def test_bfloat16_compute_trains_with_float32_params(tiny):
