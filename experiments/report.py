@@ -19,6 +19,8 @@ import dataclasses
 import datetime
 import json
 import math
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,38 @@ def make_run_dir(out: str | Path | None, prefix: str, *, root: str | Path = "run
     return run_dir
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and
+    ``os.replace``: a crash or a full disk mid-write leaves the old file (or none), never
+    a truncated one."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as file:
+        try:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        except BaseException:
+            file.close()
+            os.unlink(file.name)
+            raise
+    os.replace(file.name, path)
+    return path
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """``figure.savefig`` made atomic in the same way as :func:`atomic_write_text`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, NamedTuples, NumPy/JAX scalars and arrays, Paths -> plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -75,8 +109,7 @@ def to_jsonable(value: Any) -> Any:
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
     """Write ``config.json`` (indented, keys in insertion order)."""
     path = Path(run_dir) / "config.json"
-    path.write_text(json.dumps(to_jsonable(config), indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(to_jsonable(config), indent=2) + "\n")
 
 
 class MetricsWriter:
@@ -134,8 +167,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 def write_summary(run_dir: Path, title: str, sections: Iterable[str]) -> Path:
     """Write ``summary.md``: a title, then the given Markdown sections."""
     path = Path(run_dir) / "summary.md"
-    path.write_text(f"# {title}\n\n" + "\n\n".join(sections) + "\n")
-    return path
+    return atomic_write_text(path, f"# {title}\n\n" + "\n\n".join(sections) + "\n")
 
 
 def plot_curves(
@@ -163,5 +195,4 @@ def plot_curves(
     axes.grid(alpha=0.3)
     if curves:
         axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
-    figure.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(figure, path)

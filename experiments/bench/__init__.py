@@ -21,6 +21,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from experiments.report import atomic_write_text
+
 BENCHMARKS: dict[str, str] = {
     "step": "optimizer step (update + apply_updates) time: ours vs Optax",
     "roofline": "bytes per parameter per step from the compiled HLO, and achieved bandwidth",
@@ -86,11 +88,11 @@ def write_result(out_dir: pathlib.Path, name: str, result: dict[str, Any], table
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2, default=str) + "\n")
     notes = "".join(f"\n- {note}" for note in result.get("notes", []))
     env = result.get("environment", {})
     header = f"# optlab bench {name}\n\n{env.get('device_kind', '')} · jax {env.get('jax', '')}"
-    (out_dir / f"{name}.md").write_text(
-        f"{header} · {env.get('date_utc', '')}\n\n{table}\n{notes}\n"
+    atomic_write_text(
+        out_dir / f"{name}.md", f"{header} · {env.get('date_utc', '')}\n\n{table}\n{notes}\n"
     )
     return path

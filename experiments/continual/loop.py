@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 import optimizers
+from experiments.report import atomic_write_text
 
 from . import canary, metrics, monitoring, strategies, trainer, triggers, validation
 from .registry import Registry, load_npz, save_npz
@@ -504,7 +505,7 @@ def run_stream(config: LoopConfig, out: str | Path, resume: bool = False, log=pr
         raise OSError(f"{out} already holds a run; pass --resume or choose another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        atomic_write_text(config_path, json.dumps(dataclasses.asdict(config), indent=2))
     loop = Loop(config, out)
     try:
         if loop.registry.get_state("checkpoint") is None:
@@ -652,4 +653,4 @@ def _write_summary(loop, R, summary, totals, arrived, models, canaries) -> None:
         "Plots: `timeline.png` (canary and prequential accuracy, drift p-values, decisions), "
         "`accuracy_matrix.png`.",
     ]
-    (loop.out / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(loop.out / "summary.md", "\n".join(lines) + "\n")

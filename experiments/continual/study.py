@@ -26,6 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from experiments.report import atomic_write_text  # noqa: E402
+
 from . import metrics, trainer  # noqa: E402
 from .stream import apply_task, load_arrays, make_tasks  # noqa: E402
 
@@ -126,7 +128,7 @@ def run_sequence(arrays, tasks, regime: Regime, config: StudyConfig, seed: int, 
 def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     arrays = load_arrays(config.dataset, config.data_dir, config.downsample)
     results: dict[str, dict[str, list[np.ndarray]]] = {}
     with open(out / "metrics.jsonl", "w") as f:
@@ -162,7 +164,7 @@ def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
     for bench in results:
         _plot_matrices(results[bench], out / f"accuracy_matrix_{bench}.png", bench)
         _plot_canary(results[bench], out / f"canary_{bench}.png", bench)
-    (out / "summary.md").write_text(_summary_md(config, table))
+    atomic_write_text(out / "summary.md", _summary_md(config, table))
     return table
 
 

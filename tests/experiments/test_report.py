@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,37 @@ def test_plot_curves_writes_a_png(tmp_path):
     path = report.plot_curves(tmp_path / "loss.png", curves, ylabel="loss", logy=True, title="t")
     content = path.read_bytes()
     assert content.startswith(PNG_MAGIC) and len(content) > 5000
+
+
+def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path, monkeypatch):
+    """A write that fails midway (simulated ENOSPC) leaves the previous file and no temporary."""
+    import errno
+    import os
+
+    path = report.write_config(tmp_path, {"learning_rate": 0.1})
+    before = path.read_text()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_config(tmp_path, {"learning_rate": 0.2})
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_save_figure_leaves_no_partial_png(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.add_subplot().plot([0, 1], [1, 0])
+
+    def broken_savefig(*args, **kwargs):
+        Path(args[0]).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figure, "savefig", broken_savefig)
+    with pytest.raises(OSError):
+        report.save_figure(figure, tmp_path / "loss.png")
+    assert list(tmp_path.iterdir()) == []
