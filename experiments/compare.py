@@ -238,6 +238,7 @@ def compare_one(
         "grid": grid,
         "final_val_loss": final_val_loss,
         "learning_rate": float(grid[best]),
+        "at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
         "diverged": bool(pop.diverged[best].any()),
         "history": chosen,
         "epochs_to_target": epochs_to_target(chosen["train_loss"].mean(0), cfg["target_loss"]),
@@ -258,7 +259,9 @@ def summary_rows(results: list[dict]) -> list[list[str]]:
         rows.append(
             [
                 r["optimizer"],
-                f"{r['learning_rate']:.3g}" + (" (diverged)" if r["diverged"] else ""),
+                f"{r['learning_rate']:.3g}"
+                + (" (grid edge)" if r["at_grid_edge"] else "")
+                + (" (diverged)" if r["diverged"] else ""),
                 report.format_mean_std(history["train_loss"][:, -1]),
                 report.format_mean_std(history["test_accuracy"][:, -1], scale=100.0),
                 report.DASH if r["epochs_to_target"] is None else str(r["epochs_to_target"]),
@@ -267,6 +270,19 @@ def summary_rows(results: list[dict]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def edge_note(results: list[dict]) -> list[str]:
+    """A warning when a chosen rate is the smallest or largest of its grid: the best rate
+    may lie outside it, so that optimizer may be under-tuned."""
+    names = [r["optimizer"] for r in results if r["at_grid_edge"]]
+    if not names:
+        return []
+    return [
+        f"**Grid edge:** the chosen rate of {', '.join(names)} is at an end of its grid (one "
+        "decade either side of the optimizer's suggested rate); the best rate may lie outside "
+        "it, so these optimizers may be under-tuned here."
+    ]
 
 
 def headers(cfg: dict) -> list[str]:
@@ -305,6 +321,7 @@ def write_run(run_dir, cfg, results, meta) -> None:
         f"{cfg['validation']:.0%} validation split of the training set (lowest final validation "
         "loss, mean over seeds). Mean ± std over seeds at the chosen rate.",
         report.markdown_table(headers(cfg), summary_rows(results)),
+        *edge_note(results),
         "## Learning-rate search (final validation loss, mean over seeds)",
         report.markdown_table(
             ["optimizer", *(f"lr {i + 1}" for i in range(cfg["lr_grid_size"]))], search_rows

@@ -77,3 +77,31 @@ def test_learning_rate_grid_and_epochs_to_target():
 def test_default_optimizers_are_the_course_and_extended_sets():
     names = compare.resolve_optimizers(None)
     assert names[:8] == list(compare.COURSE) and set(compare.EXTENDED) <= set(names)
+
+
+def test_resume_restores_finished_optimizers_and_gives_the_same_table(tmp_path, capsys):
+    """A finished run resumed from its checkpoints trains nothing again and reports the same."""
+    out = tmp_path / "run"
+    argv = ["compare", "--quick", "--optimizers", "sgd,adam", "--epochs", "2", "--seeds", "1"]
+    argv += ["--lr-grid-size", "2", "--out", str(out), "--checkpoint-every", "1"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    table = [line for line in first.splitlines() if line.startswith("| sgd |")]
+    records = report.read_metrics(out / "metrics.jsonl")
+
+    assert cli.main([*argv, "--resume"]) == 0
+    resumed = capsys.readouterr().out
+    resumed_table = [line for line in resumed.splitlines() if line.startswith("| sgd |")]
+    # Same chosen rate and final metrics; only the measured step time may differ.
+    assert table[0].split("|")[:6] == resumed_table[0].split("|")[:6]
+    assert report.read_metrics(out / "metrics.jsonl") == records
+
+
+def test_edge_note_names_optimizers_whose_rate_is_at_a_grid_end():
+    results = [
+        {"optimizer": "sgd", "at_grid_edge": True},
+        {"optimizer": "adam", "at_grid_edge": False},
+    ]
+    (note,) = compare.edge_note(results)
+    assert "sgd" in note and "adam" not in note
+    assert compare.edge_note(results[1:]) == []
