@@ -1,0 +1,591 @@
+"""The reproduction protocol shared by ``optlab adam-paper`` and ``optlab adadelta-paper``.
+
+For every curve of a figure (a :class:`Contender`: optimizer, learning-rate grid, optional
+momentum grid, model options):
+
+1. train the whole grid × seeds as one population under ``vmap``
+   (:func:`experiments.engine.fit_population`; every member starts from the same
+   initialisation for a given seed, as the paper's protocol asks);
+2. pick the configuration with the lowest final value of the figure's metric, averaged
+   over seeds (a diverged run counts as +∞), the paper's "best of a dense grid";
+3. report that configuration's seeds as the curve: mean ± std per epoch.
+
+Then print and save the paper's numbers beside ours (a table at the paper's x values),
+plot both (paper: markers; ours: lines with a ±std band) and give a verdict per curve:
+"reproduced" when every comparable point is within ``tolerance`` (relative) of the paper's,
+otherwise "differs" with the likely reasons (the run's departures from the paper's setup).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.model_selection import train_test_split
+
+import models
+import optimizers as opt
+from experiments import data as datasets
+from experiments import engine, report
+from experiments.papers._published import Above, PublishedTable, format_cell
+
+TOLERANCE = 0.25  # relative deviation accepted as "reproduced"
+
+
+# --------------------------------------------------------------------------- specifications
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One curve: an optimizer, the centre of its learning-rate grid, optional momenta.
+
+    Attributes:
+      label: the curve's name in the paper's legend (a row of the published table).
+      optimizer: registry name (``optimizers.available()``).
+      center_lr: centre of the log grid ``center · 10^u``, u evenly spaced in [−1, 1].
+      momenta: grid of the factory's ``momentum`` argument (empty: none searched).
+      model_options: options for ``models.build`` (e.g. dropout).
+      fixed: other factory arguments, fixed.
+      explicit_grid: name -> values searched as a product instead of the log grid (e.g.
+        ADADELTA's ρ × ε, or Zeiler's Table 1 rates); the run size's grid does not apply.
+    """
+
+    label: str
+    optimizer: str
+    center_lr: float
+    momenta: tuple[float, ...] = ()
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    explicit_grid: Mapping[str, tuple[float, ...]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How large a run is: data, epochs, seeds, grid sizes, model overrides."""
+
+    name: str  # "full", "quick" or "tiny"
+    epochs: int
+    seeds: int
+    grid: int  # learning rates per contender
+    momenta: int  # momenta per contender that searches momentum (first ones of its grid)
+    train_size: int | None = None  # None: the whole training set
+    test_size: int | None = None
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A figure (or table) to reproduce on a classifier."""
+
+    key: str
+    title: str
+    dataset: str
+    model: str
+    contenders: tuple[Contender, ...]
+    batch_size: int
+    metric: str  # "train_loss" or "test_error"
+    metric_label: str
+    published: PublishedTable | None
+    paper_setup: str
+    paper_epochs: int
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    l2: float = 0.0
+    schedule: str = "constant"
+    eval_train: bool = False
+    logy: bool = True
+    standardize: bool = False
+    measurement_note: str = ""  # how our metric may differ from the paper's curve
+    sizes: Mapping[str, Size] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class CurveResult:
+    """A contender's grid population and the configuration chosen from it."""
+
+    contender: Contender
+    hparams: dict[str, np.ndarray]  # name -> (P,)
+    histories: dict[str, np.ndarray]  # metric -> (P, S, epochs)
+    diverged: np.ndarray  # (P, S)
+    best: int
+    compile_time_s: float
+    train_time_s: float
+
+    def chosen(self, metric: str) -> np.ndarray:
+        """``(S, epochs)`` of the chosen configuration."""
+        return self.histories[metric][self.best]
+
+    def chosen_hparams(self) -> dict[str, float]:
+        return {name: float(values[self.best]) for name, values in self.hparams.items()}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_dataset(name: str, data_dir: str | None) -> datasets.Dataset:
+    """``data.load(name)`` without touching the network (missing files: a clear DataError)."""
+    return datasets.load(name, data_dir=data_dir, download=False)
+
+
+def cifar10_present(data_dir: str | None) -> bool:
+    try:
+        load_dataset("cifar10", data_dir)
+    except datasets.DataError:
+        return False
+    return True
+
+
+def subset(ds: datasets.Dataset, train_size: int | None, test_size: int | None):
+    """A stratified, seeded subset of the training and test splits (None: keep all)."""
+
+    def pick(x, y, size):
+        if size is None or size >= len(y):
+            return x, y
+        if size < ds.num_classes:
+            raise ValueError(f"subset size {size} is smaller than the {ds.num_classes} classes")
+        x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=0)
+        return x, y
+
+    x_train, y_train = pick(ds.x_train, ds.y_train, train_size)
+    x_test, y_test = pick(ds.x_test, ds.y_test, test_size)
+    meta = {**ds.meta, "subset": {"train": len(y_train), "test": len(y_test)}}
+    return dataclasses.replace(
+        ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, meta=meta
+    )
+
+
+def standardize(ds: datasets.Dataset) -> datasets.Dataset:
+    """Per-channel ``(x − mean) / std`` with the training set's statistics.
+
+    A stand-in for the paper's whitening (Fig. 3); ZCA whitening is not applied.
+    """
+    axes = tuple(range(ds.x_train.ndim - 1))
+    mean = ds.x_train.mean(axis=axes, keepdims=True)
+    std = ds.x_train.std(axis=axes, keepdims=True) + 1e-6
+    return dataclasses.replace(
+        ds,
+        x_train=((ds.x_train - mean) / std).astype(np.float32),
+        x_test=((ds.x_test - mean) / std).astype(np.float32),
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def learning_rates(center: float, size: int) -> np.ndarray:
+    """``size`` rates ``center · 10^u``, u evenly spaced in [−1, 1] (``center`` if size 1)."""
+    if size < 1:
+        raise ValueError(f"grid size must be >= 1, got {size}")
+    return center * 10.0 ** (np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1))
+
+
+def hparam_grid(contender: Contender, size: Size) -> dict[str, np.ndarray]:
+    """The product grid (learning rate × momentum, or the explicit grid) as parallel arrays."""
+    if contender.explicit_grid is not None:
+        names = list(contender.explicit_grid)
+        rows = list(itertools.product(*contender.explicit_grid.values()))
+        return {name: np.array([row[i] for row in rows]) for i, name in enumerate(names)}
+    rates = learning_rates(contender.center_lr, size.grid)
+    momenta = contender.momenta[: max(size.momenta, 1)]
+    if not momenta:
+        return {"learning_rate": rates}
+    pairs = list(itertools.product(rates, momenta))
+    return {
+        "learning_rate": np.array([p[0] for p in pairs]),
+        "momentum": np.array([p[1] for p in pairs]),
+    }
+
+
+def make_tx_factory(contender: Contender, config: engine.TrainConfig, num_train: int) -> Callable:
+    """``(learning_rate, **hparams) -> tx`` with the experiment's schedule around the rate."""
+
+    def make_tx(learning_rate, **hparams):
+        schedule = config.learning_rate_schedule(learning_rate, num_train)
+        return opt.get(contender.optimizer, learning_rate=schedule, **contender.fixed, **hparams)
+
+    return make_tx
+
+
+def select_best(final: np.ndarray) -> int:
+    """Index of the lowest seed-mean final value; NaN (diverged) counts as +∞."""
+    return int(np.argmin(np.nan_to_num(final, nan=np.inf).mean(axis=1)))
+
+
+def train_contender(
+    exp: Experiment, contender: Contender, ds, size: Size, on_epoch=None
+) -> CurveResult:
+    """Train the contender's grid × seeds as one population and choose its configuration."""
+    config = engine.TrainConfig(
+        epochs=size.epochs,
+        batch_size=exp.batch_size,
+        l2=exp.l2,
+        eval_train=exp.eval_train,
+        schedule=exp.schedule,
+    )
+    options = {**exp.model_options, **contender.model_options, **size.model_options}
+
+    def make_model(key):
+        return models.build(exp.model, ds.input_shape, ds.num_classes, seed=key, **options)
+
+    hparams = hparam_grid(contender, size)
+    pop = engine.fit_population(
+        make_model=make_model,
+        make_tx=make_tx_factory(contender, config, len(ds.x_train)),
+        hparams=hparams,
+        seeds=list(range(size.seeds)),
+        data=ds,
+        config=config,
+        on_epoch=on_epoch,
+    )
+    histories = dict(pop.histories)
+    histories["test_error"] = 100.0 * (1.0 - histories["test_accuracy"])
+    best = select_best(histories[exp.metric][:, :, -1])
+    return CurveResult(
+        contender=contender,
+        hparams={k: np.asarray(v, float) for k, v in hparams.items()},
+        histories=histories,
+        diverged=pop.diverged,
+        best=best,
+        compile_time_s=pop.compile_time_s,
+        train_time_s=float(pop.epoch_time_s.sum()),
+    )
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def deviations(exp: Experiment, size: Size, ds, dataset_used: str, full_train: int) -> list[str]:
+    """How this run departs from the paper's setup: the likely reasons for a difference."""
+    reasons = []
+    if dataset_used != exp.dataset:
+        reasons.append(f"{dataset_used} substitutes {exp.dataset} (absent here)")
+    if len(ds.x_train) < full_train:
+        reasons.append(f"trained on {len(ds.x_train):,} of {full_train:,} training images")
+    if size.epochs < exp.paper_epochs:
+        reasons.append(f"{size.epochs} of the paper's {exp.paper_epochs} epochs")
+    if size.model_options:
+        reasons.append(f"reduced model {dict(size.model_options)}")
+    if size.grid < 5:
+        reasons.append(f"a {size.grid}-point learning-rate grid, not a dense one")
+    if exp.measurement_note:
+        reasons.append(exp.measurement_note)
+    return reasons
+
+
+def at_grid_edge(result: CurveResult) -> bool:
+    """Whether the chosen learning rate is the smallest or largest of a grid of ≥ 3 rates."""
+    rates = np.unique(result.hparams["learning_rate"])
+    chosen = result.hparams["learning_rate"][result.best]
+    return len(rates) >= 3 and chosen in (rates[0], rates[-1])
+
+
+def curve_verdict(
+    published: PublishedTable, label: str, ours: np.ndarray, tolerance: float = TOLERANCE
+) -> tuple[str, str]:
+    """``("reproduced" | "differs" | "not compared", detail)`` for one curve.
+
+    ``ours`` is the seed-mean per epoch (epoch e at index e − 1). Each published point
+    within the epochs run is compared: a number must lie within ``tolerance`` relative of
+    it, an ``Above(v)`` bound must be exceeded.
+    """
+    checks = []
+    for x, cell in zip(published.x, published.rows[label], strict=True):
+        if cell is None or not isinstance(x, int) or x > len(ours):
+            continue
+        value = float(ours[x - 1])
+        if isinstance(cell, Above):
+            checks.append((x, value > cell.value, None))
+        else:
+            deviation = (value - cell) / cell if math.isfinite(value) else math.inf
+            checks.append((x, abs(deviation) <= tolerance, deviation))
+    if not checks:
+        return "not compared", f"no published point within the {len(ours)} epochs run"
+    epochs = ", ".join(str(x) for x, _, _ in checks)
+    if all(ok for _, ok, _ in checks):
+        return "reproduced", f"within {tolerance:.0%} relative at epochs {epochs}"
+    worst = max(
+        (c for c in checks if not c[1]), key=lambda c: math.inf if c[2] is None else abs(c[2])
+    )
+    x, _, deviation = worst
+    if deviation is None:
+        return "differs", f"below the paper's bound {published.value(label, x)} at epoch {x}"
+    return "differs", f"{deviation:+.0%} at epoch {x}; compared at epochs {epochs}"
+
+
+def ranking_verdict(published: PublishedTable, means: Mapping[str, np.ndarray]) -> str:
+    """Whether the optimizers rank as in the paper at the last epoch both have numbers for."""
+    labels = [label for label in means if label in published.rows]
+    epochs_run = min(len(m) for m in means.values())
+    usable = [
+        x
+        for x in published.x
+        if isinstance(x, int)
+        and x <= epochs_run
+        and all(isinstance(published.value(label, x), float | Above) for label in labels)
+    ]
+    if len(labels) < 2 or not usable:
+        return "ranking: not compared (no common published epoch within the run)"
+    x = usable[-1]
+
+    def paper_value(label):  # a bound "above v" ranks as v
+        cell = published.value(label, x)
+        return cell.value if isinstance(cell, Above) else cell
+
+    paper = sorted(labels, key=paper_value)
+    ours = sorted(labels, key=lambda label: np.nan_to_num(means[label][x - 1], nan=np.inf))
+    verdict = "same ranking as the paper" if paper == ours else "ranking differs from the paper"
+    return f"ranking at epoch {x}: {verdict} (paper: {' < '.join(paper)}; ours: {' < '.join(ours)})"
+
+
+def comparison_table(
+    published: PublishedTable, curves: Mapping[str, np.ndarray], digits: int = 3
+) -> str:
+    """Markdown: per curve a "paper" row and an "ours (mean ± std)" row at the paper's x."""
+    rows = []
+    for label, per_seed in curves.items():
+        if label in published.rows:
+            rows.append([label, "paper", *(format_cell(c) for c in published.rows[label])])
+        cells = []
+        for x in published.x:
+            if not isinstance(x, int) or x > per_seed.shape[1]:
+                cells.append("not run")
+            else:
+                cells.append(report.format_mean_std(per_seed[:, x - 1], digits=digits))
+        rows.append([label, "ours", *cells])
+    headers = ["curve", "source", *(f"{published.x_label} {x}" for x in published.x)]
+    return report.markdown_table(headers, rows)
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def plot_against_paper(
+    path: Path,
+    curves: Mapping[str, np.ndarray],
+    published: PublishedTable | None,
+    *,
+    ylabel: str,
+    title: str,
+    logy: bool,
+) -> Path:
+    """Ours: seed-mean lines with ±std bands; the paper: markers of the same colour."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    epochs_run = max(values.shape[1] for values in curves.values())
+    for label, per_seed in curves.items():
+        epochs = np.arange(1, per_seed.shape[1] + 1)
+        mean, std = np.mean(per_seed, 0), np.std(per_seed, 0)
+        (line,) = axes.plot(epochs, mean, lw=1.5, label=f"{label} (ours)")
+        axes.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+        if published is not None and label in published.rows:
+            shown = [(x, v) for x, v in published.points(label) if x <= max(epochs_run, 5)]
+            if shown:
+                xs, ys = zip(*shown, strict=True)
+                axes.plot(
+                    xs, ys, ls="none", marker="o", mfc="none", color=line.get_color(),
+                    label=f"{label} (paper)",
+                )  # fmt: skip
+    if logy:
+        axes.set_yscale("log")
+    axes.set(xlabel="epoch", ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    figure.savefig(path, dpi=90)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, Any]:
+    """Where and when this ran."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+    }
+
+
+def metric_records(exp_key: str, dataset_used: str, results: Sequence[CurveResult]):
+    """One record per run (grid member × seed) and epoch, naming the optimizer."""
+    for r in results:
+        num_configs, num_seeds, epochs = next(iter(r.histories.values())).shape
+        for p, s, e in itertools.product(range(num_configs), range(num_seeds), range(epochs)):
+            record = {
+                "figure": exp_key,
+                "dataset": dataset_used,
+                "curve": r.contender.label,
+                "optimizer": r.contender.optimizer,
+                **{name: float(values[p]) for name, values in r.hparams.items()},
+                "chosen": p == r.best,
+                "seed": s,
+                "epoch": e + 1,
+            }
+            record.update({m: v[p, s, e] for m, v in r.histories.items()})
+            yield record
+
+
+def search_table(results: Sequence[CurveResult], metric: str) -> str:
+    """Markdown: every grid configuration's final metric (mean over seeds), chosen marked."""
+    rows = []
+    for r in results:
+        final = np.mean(r.histories[metric][:, :, -1], axis=1)
+        for p in range(len(final)):
+            settings = ", ".join(f"{k}={v[p]:.3g}" for k, v in r.hparams.items())
+            diverged = " (diverged)" if r.diverged[p].any() else ""
+            chosen = " ← chosen" if p == r.best else ""
+            rows.append(
+                [r.contender.label, settings, report.format_number(final[p]) + diverged + chosen]
+            )
+    return report.markdown_table(["curve", "configuration", f"final {metric}"], rows)
+
+
+def verdict_lines(
+    published: PublishedTable | None,
+    curves: Mapping[str, np.ndarray],
+    reasons: Sequence[str],
+    tolerance: float = TOLERANCE,
+) -> list[str]:
+    """``- label: verdict (detail); likely: ...`` per curve, then the ranking."""
+    if published is None:
+        return ["- no published numbers to compare against"]
+    likely = "; ".join(reasons) if reasons else "digitized values are estimates"
+    lines = []
+    for label, per_seed in curves.items():
+        if label not in published.rows:
+            others = ", ".join(
+                f"{other} {report.format_mean_std(v[:, -1])}"
+                for other, v in curves.items()
+                if other != label
+            )
+            lines.append(
+                f"- {label}: **not compared** (the paper gives no curve); ours ends at "
+                f"{report.format_mean_std(per_seed[:, -1])} (vs {others})"
+            )
+            continue
+        verdict, detail = curve_verdict(published, label, np.mean(per_seed, 0), tolerance)
+        suffix = f"; likely: {likely}" if verdict != "reproduced" else ""
+        lines.append(f"- {label}: **{verdict}** ({detail}){suffix}")
+    means = {label: np.mean(v, 0) for label, v in curves.items()}
+    lines.append(f"- {ranking_verdict(published, means)}")
+    return lines
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def reproduce(
+    exp: Experiment,
+    size: Size,
+    ds,
+    *,
+    dataset_used: str,
+    full_train: int,
+    run_dir: Path,
+    extra_config: Mapping[str, Any] | None = None,
+) -> list[CurveResult]:
+    """Train every contender, then write config, metrics, summary and plot; print the table."""
+    timer = Timer()
+    reasons = deviations(exp, size, ds, dataset_used, full_train)
+    report.write_config(
+        run_dir,
+        {
+            "experiment": exp.key,
+            "title": exp.title,
+            "dataset": dataset_used,
+            "paper_dataset": exp.dataset,
+            "model": exp.model,
+            "model_options": {**exp.model_options, **size.model_options},
+            "contenders": [dataclasses.asdict(c) for c in exp.contenders],
+            "size": dataclasses.asdict(size),
+            "batch_size": exp.batch_size,
+            "l2": exp.l2,
+            "schedule": exp.schedule,
+            "metric": exp.metric,
+            "selection": f"lowest final {exp.metric}, mean over seeds",
+            "data": {"train": len(ds.x_train), "test": len(ds.x_test), "meta": ds.meta},
+            "deviations_from_paper": reasons,
+            "tolerance": TOLERANCE,
+            **(extra_config or {}),
+            **machine(),
+        },
+    )
+    results = []
+    for contender in exp.contenders:
+        print(f"[{exp.key}] training {contender.label} ...", flush=True)
+        results.append(train_contender(exp, contender, ds, size))
+    curves = {r.contender.label: r.chosen(exp.metric) for r in results}
+
+    with report.MetricsWriter(run_dir) as writer:
+        for record in metric_records(exp.key, dataset_used, results):
+            writer.write(record)
+    title = f"{exp.title} — {dataset_used}" + (
+        f" (substitute for {exp.dataset})" if dataset_used != exp.dataset else ""
+    )
+    plot_against_paper(
+        run_dir / f"{exp.key}.png", curves, exp.published, ylabel=exp.metric_label,
+        title=f"{title}\n{size.name} run; paper: markers, ours: mean ± std of {size.seeds} seed(s)",
+        logy=exp.logy,
+    )  # fmt: skip
+    table = (
+        comparison_table(exp.published, curves)
+        if exp.published is not None
+        else report.markdown_table(
+            ["curve", f"final {exp.metric}"],
+            [[label, report.format_mean_std(v[:, -1])] for label, v in curves.items()],
+        )
+    )
+    verdicts = verdict_lines(exp.published, curves, reasons)
+    chosen = "\n".join(
+        f"- {r.contender.label} (`{r.contender.optimizer}`): "
+        + ", ".join(f"{k}={v:.3g}" for k, v in r.chosen_hparams().items())
+        + (" — diverged for some seed" if r.diverged[r.best].any() else "")
+        + (" — at the edge of the grid (a wider grid may do better)" if at_grid_edge(r) else "")
+        for r in results
+    )
+    wall = timer.elapsed()
+    compile_s = sum(r.compile_time_s for r in results)
+    sections = [
+        f"Paper setup: {exp.paper_setup}",
+        f"This run ({size.name}): {dataset_used}, {len(ds.x_train):,} training / "
+        f"{len(ds.x_test):,} test images, {size.epochs} epochs, batch {exp.batch_size}, "
+        f"{size.seeds} seed(s), {size.grid} learning rate(s) per optimizer; model options "
+        f"{dict({**exp.model_options, **size.model_options})}; schedule `{exp.schedule}`, "
+        f"l2 {exp.l2:g}. Selection: lowest final {exp.metric} (mean over seeds).",
+        f"![{exp.title}]({exp.key}.png)",
+        "## Paper vs ours (mean ± std over seeds at the chosen configuration)",
+        (exp.published.source + ".\n\n" if exp.published else "") + table,
+        "## Verdict (tolerance: within 25% relative at every published point run; "
+        "ranking of optimizers at the last common epoch)",
+        "\n".join(verdicts),
+        "## Chosen configurations",
+        chosen,
+        "## Grid search",
+        search_table(results, exp.metric),
+        "## Measurement",
+        f"Wall time {wall:.1f} s ({compile_s:.1f} s compiling) on {machine()['device']}, "
+        f"{os.cpu_count()} CPU cores visible, {machine()['date']}.",
+    ]
+    report.write_summary(run_dir, title, sections)
+    print(table)
+    print("\n".join(verdicts))
+    print(f"wrote {run_dir} in {wall:.1f} s")
+    return results

@@ -1,0 +1,210 @@
+"""``optlab adadelta-paper``: reproduce Zeiler, "ADADELTA" (arXiv:1212.5701, 2012), Sec. 4.1.
+
+MNIST, MLP 784-500-300-10 with ReLU, minibatch 100, test error (%):
+
+* ``--table 1``: SGD, Momentum (heavy ball, 0.9) and Adagrad (the paper's form) at learning
+  rates 1, 1e-1, 1e-2, 1e-3, 1e-4, after 6 epochs;
+* ``--table 2``: ADADELTA (step ``θ ← θ − Δ``) over ρ ∈ {0.9, 0.95, 0.99} ×
+  ε ∈ {1e-2, 1e-4, 1e-6, 1e-8}, after 6 epochs;
+* ``--figure 1``: the test-error curves of the four methods (50 epochs at full size), each at
+  its configuration with the lowest final test error; ``all`` does the three.
+
+One population per method (grid × seeds under one ``vmap``) serves every output: the
+tables read epoch 6 (or the last epoch run, if fewer) and the figure the chosen
+configuration's curve, since no schedule makes a longer run differ from a 6-epoch run at
+epoch 6. As in the paper, the configuration is chosen on the test error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+from experiments import report
+from experiments.papers import _common, _published
+from experiments.papers._common import Contender, Experiment, Size
+
+TABLE_EPOCH = 6
+RATES = (1e0, 1e-1, 1e-2, 1e-3, 1e-4)
+RHOS = (0.9, 0.95, 0.99)
+EPSILONS = (1e-2, 1e-4, 1e-6, 1e-8)
+WHAT = ("1", "2", "figure1", "all")
+
+SGD = Contender("SGD", "sgd", 0.1, explicit_grid={"learning_rate": RATES})
+MOMENTUM = Contender("Momentum", "momentum", 0.01, explicit_grid={"learning_rate": RATES})
+ADAGRAD = Contender("Adagrad", "adagrad_paper", 0.01, explicit_grid={"learning_rate": RATES})
+ADADELTA = Contender(
+    "ADADELTA",
+    "adadelta_paper",
+    1.0,
+    explicit_grid={"learning_rate": (1.0,), "rho": RHOS, "eps": EPSILONS},
+)
+
+SIZES = {
+    "full": Size("full", epochs=50, seeds=3, grid=5, momenta=1),
+    "quick": Size("quick", epochs=2, seeds=1, grid=5, momenta=1, train_size=3000, test_size=1000),
+    "tiny": Size("tiny", epochs=1, seeds=1, grid=5, momenta=1, train_size=300, test_size=100,
+                 model_options={"widths": (32, 16)}),
+}  # fmt: skip
+
+
+def experiment(what: str) -> Experiment:
+    contenders = {
+        "1": (SGD, MOMENTUM, ADAGRAD),
+        "2": (ADADELTA,),
+    }.get(what, (SGD, MOMENTUM, ADAGRAD, ADADELTA))
+    return Experiment(
+        key="adadelta-" + ("table" + what if what in ("1", "2") else what),
+        title="ADADELTA (Zeiler 2012): MNIST MLP 500-300",
+        dataset="mnist",
+        model="mlp",
+        model_options={"widths": (500, 300)},
+        contenders=contenders,
+        batch_size=100,
+        metric="test_error",
+        metric_label="test error (%)",
+        published=_published.ADADELTA_FIG1,
+        paper_setup="MNIST, MLP 784-500-300-10 ReLU, minibatch 100; tables after 6 epochs, "
+        "Fig. 1 over 50 epochs; SGD/Momentum/Adagrad learning rates 1…1e-4; ADADELTA ρ × ε.",
+        paper_epochs=50 if what in ("figure1", "all") else TABLE_EPOCH,
+        logy=False,
+        sizes=SIZES,
+    )
+
+
+def table_epoch(result: _common.CurveResult) -> int:
+    """The epoch the tables read: 6, or the last one run if fewer."""
+    return min(TABLE_EPOCH, result.histories["test_error"].shape[2])
+
+
+def table1(results: list[_common.CurveResult]) -> str:
+    """Markdown: per optimizer a paper row and an ours row over the learning rates."""
+    published = _published.ADADELTA_TABLE1
+    rows = []
+    for r in results:
+        if r.contender.label not in published.rows:
+            continue
+        epoch = table_epoch(r)
+        errors = r.histories["test_error"][:, :, epoch - 1]
+        rows.append(
+            [
+                r.contender.label,
+                "paper (6 epochs)",
+                *(_published.format_cell(c) for c in published.rows[r.contender.label]),
+            ]
+        )
+        ours = [report.format_mean_std(errors[list(RATES).index(lr)], digits=3) for lr in RATES]
+        rows.append([r.contender.label, f"ours ({epoch} epochs)", *ours])  # fmt: skip
+    return report.markdown_table(["method", "source", *(f"lr {lr:g}" for lr in RATES)], rows)
+
+
+def table2(result: _common.CurveResult) -> str:
+    """Markdown: ADADELTA's test error over ρ (rows) × ε (columns)."""
+    epoch = table_epoch(result)
+    errors = result.histories["test_error"][:, :, epoch - 1]
+    rows = []
+    for rho in RHOS:
+        cells = []
+        for eps in EPSILONS:
+            (p,) = np.flatnonzero(
+                np.isclose(result.hparams["rho"], rho) & np.isclose(result.hparams["eps"], eps)
+            )
+            cells.append(report.format_mean_std(errors[p], digits=3))
+        rows.append([f"ρ={rho:g}", *cells])
+    best = _published.ADADELTA_TABLE2.rows["ADADELTA"][0]
+    note = (
+        f"Paper: best {best}% at ε=1e-6, ρ=0.95 (6 epochs). Ours after {epoch} epoch(s), "
+        "mean ± std over seeds:\n\n"
+    )
+    return note + report.markdown_table(["", *(f"ε={eps:g}" for eps in EPSILONS)], rows)
+
+
+def table_verdicts(results: list[_common.CurveResult], reasons: list[str]) -> list[str]:
+    """Per method: is the best setting the paper's, and is its error within the tolerance?"""
+    lines = []
+    likely = "; ".join(reasons) or "—"
+    for r in results:
+        epoch = table_epoch(r)
+        errors = np.mean(r.histories["test_error"][:, :, epoch - 1], axis=1)
+        errors = np.nan_to_num(errors, nan=np.inf)
+        best = int(np.argmin(errors))
+        if r.contender.label in _published.ADADELTA_TABLE1.rows:
+            paper = _published.ADADELTA_TABLE1.rows[r.contender.label]
+            paper_setting = f"lr {RATES[int(np.argmin(paper))]:g}"
+            ours_setting = f"lr {float(r.hparams['learning_rate'][best]):g}"
+            paper_error, name = min(paper), f"Table 1, {r.contender.label}"
+        else:
+            paper_setting = "ε=1e-06, ρ=0.95"
+            ours_setting = (
+                f"ε={float(r.hparams['eps'][best]):g}, ρ={float(r.hparams['rho'][best]):g}"
+            )
+            paper_error, name = _published.ADADELTA_TABLE2.rows["ADADELTA"][0], "Table 2, ADADELTA"
+        same = paper_setting == ours_setting
+        deviation = (float(errors[best]) - paper_error) / paper_error
+        close = abs(deviation) <= _common.TOLERANCE
+        lines.append(
+            f"- {name}: best setting **{'reproduced' if same else 'differs'}** (paper "
+            f"{paper_setting}, ours {ours_setting}); its error **"
+            f"{'reproduced' if close else 'differs'}** (paper {paper_error:.2f}%, ours "
+            f"{errors[best]:.2f}% after {epoch} epochs, {deviation:+.0%})"
+            + ("" if same and close else f"; likely: {likely}")
+        )
+    return lines
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--table", choices=("1", "2"), default=None, help="Table 1 or Table 2")
+    group.add_argument(
+        "--figure", choices=("1", "all"), default=None, help="Fig. 1, or all (tables and figure)"
+    )
+    parser.add_argument("--quick", action="store_true", help="MNIST subset, few epochs (< 1 min)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests
+    parser.add_argument("--out", default=None, help="run folder (default runs/adadelta-<time>)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the size's)")
+    parser.add_argument("--train-size", type=int, default=None, help="training subset size")
+    parser.add_argument("--test-size", type=int, default=None, help="test subset size")
+    parser.add_argument("--data-dir", default=None, help="where the dataset files are")
+
+
+def resolve_what(args) -> str:
+    if args.table is not None:
+        return args.table
+    return "figure1" if args.figure == "1" else "all"
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments.papers.adam import apply_overrides, size_name
+
+    what = resolve_what(args)
+    exp = experiment(what)
+    size = apply_overrides(SIZES[size_name(args)], args)
+    if what in ("1", "2"):  # the tables need only 6 epochs
+        size = dataclasses.replace(size, epochs=min(size.epochs, TABLE_EPOCH))
+    full = _common.load_dataset("mnist", args.data_dir)
+    ds = _common.subset(full, size.train_size, size.test_size)
+    run_dir = report.make_run_dir(args.out, exp.key)
+    results = _common.reproduce(
+        exp, size, ds, dataset_used="mnist", full_train=len(full.x_train), run_dir=run_dir
+    )
+    table_exp = dataclasses.replace(exp, paper_epochs=TABLE_EPOCH)  # the tables are at epoch 6
+    reasons = _common.deviations(table_exp, size, ds, "mnist", len(full.x_train))
+    sections = []
+    if what in ("1", "all"):
+        sections += ["## Table 1 (test error %, by learning rate)", table1(results)]
+    if what in ("2", "all"):
+        adadelta = next(r for r in results if r.contender.label == "ADADELTA")
+        sections += ["## Table 2 (ADADELTA test error %, by ρ and ε)", table2(adadelta)]
+    verdicts = table_verdicts(results, reasons)
+    if what in ("1", "2", "all"):
+        sections += [
+            "## Table verdicts (best setting as the paper's; its error within 25% relative)",
+            "\n".join(verdicts),
+        ]
+        summary = run_dir / "summary.md"
+        summary.write_text(summary.read_text() + "\n" + "\n\n".join(sections) + "\n")
+        print("\n\n".join(sections))
+    return 0
