@@ -375,3 +375,22 @@ def test_fit_updates_batchnorm_statistics(tiny):
     assert np.all(np.isfinite(after))
     assert not np.allclose(before, after)
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_more_epochs_compile_nothing_more(tiny, caplog):
+    """Compilation happens once per fit, not per epoch: 1 and 4 epochs compile the same
+    programs (counted from JAX's compile log)."""
+    import logging
+
+    def compiles(epochs: int) -> int:
+        caplog.clear()
+        config = engine.TrainConfig(epochs=epochs, batch_size=32, seed=0)
+        tx = optax.inject_hyperparams(optax.adam)(learning_rate=schedules.inverse_sqrt(1e-2))
+        with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+            engine.fit(model_for(0), tx, tiny, config)
+        return sum("Compiling" in record.getMessage() for record in caplog.records)
+
+    compiles(1)  # warm the caches shared by both runs (initialisers, eager ops)
+    one, four = compiles(1), compiles(4)
+    assert one > 0
+    assert four == one
