@@ -394,3 +394,24 @@ def test_more_epochs_compile_nothing_more(tiny, caplog):
     one, four = compiles(1), compiles(4)
     assert one > 0
     assert four == one
+
+
+@pytest.mark.parametrize("name", ["lstm"])  # GRU: tests/experiments/test_studies.py
+def test_fit_and_population_train_recurrent_models(tiny, name):
+    """Recurrent cells hold their own nnx structure: merging them inside the traced epoch
+    and evaluation must work (they once failed with a trace-level error)."""
+    import models
+
+    config = engine.TrainConfig(epochs=1, batch_size=32, seed=0)
+    result = engine.fit(models.build(name, (8, 8, 1), 10, hidden=8), optax.adam(1e-2), tiny, config)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    pop = engine.fit_population(
+        make_model=lambda key: models.build(name, (8, 8, 1), 10, seed=key, hidden=8),
+        make_tx=lambda learning_rate: optax.adam(learning_rate),
+        hparams={"learning_rate": [1e-3, 1e-2]},
+        seeds=[0],
+        data=tiny,
+        config=config,
+    )
+    assert pop.histories["train_loss"].shape == (2, 1, 1)
+    assert np.all(np.isfinite(pop.histories["train_loss"]))
