@@ -193,10 +193,18 @@ class Stream:
         return Batch(user, t, x.astype(np.float32), self.arrays.y_train[idx].astype(np.int32))
 
     def eval_set(self, task_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """A fixed test-set slice in the style of task ``task_id`` (for R[j, i])."""
+        """A fixed test-set slice in the style of task ``task_id`` (for R[j, i]).
+
+        Every task is evaluated on the first ``eval_size`` test images, except new writers,
+        evaluated on the last ``eval_size``: otherwise its column of R would copy the
+        original style's. The two slices are disjoint when the test set holds at least
+        ``2 × eval_size`` images (MNIST: 10 000); on a smaller one (scikit-learn digits:
+        360) they overlap.
+        """
         task = self.tasks[task_id]
         all_test = np.arange(len(self.arrays.y_test))
-        idx = self._class_filter(all_test, task, self.arrays.y_test)[: self.eval_size]
+        idx = self._class_filter(all_test, task, self.arrays.y_test)
+        idx = idx[-self.eval_size :] if task.kind == "writers" else idx[: self.eval_size]
         return apply_task(task, self.arrays.x_test[idx]), self.arrays.y_test[idx]
 
     def _class_filter(self, idx: np.ndarray, task: Task, labels: np.ndarray | None = None):

@@ -64,6 +64,16 @@ def test_user_batches_are_deterministic_and_new_writers_are_held_out(stream):
         stream.user_batch(stream.num_users)
 
 
+def test_new_writers_are_evaluated_on_other_test_images_than_the_original_style(digits):
+    """R's new-writers column must not copy the original column: disjoint test slices."""
+    tasks = make_tasks("styles", 5, 0)
+    s = Stream(digits, tasks, users_per_task=1, batch_size=50, reference_size=200, eval_size=150)
+    (x_orig, _), (x_new, _) = s.eval_set(0), s.eval_set(4)
+    assert tasks[4].kind == "writers" and len(x_new) == len(x_orig) == 150
+    np.testing.assert_array_equal(x_orig, digits.x_test[:150])
+    np.testing.assert_array_equal(x_new, digits.x_test[-150:])  # 360 ≥ 2 × 150: no overlap
+
+
 # ----------------------------------------------------------------------------- validation
 
 
