@@ -5,6 +5,7 @@
     optlab bench memory      optimizer-state bytes per parameter, peak memory of a step
     optlab bench train       examples/s of an epoch with our engine vs a PyTorch loop
     optlab bench population  P vmapped training runs vs P sequential runs
+    optlab bench precision   bfloat16 vs float32 first moment (mu_dtype): bytes, speed, accuracy
 
 Each benchmark module exposes ``add_arguments(parser)`` and ``measure(args) -> dict`` (a
 result with ``rows``, a list of flat dicts, and anything else worth keeping). This module
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "optimizer-state bytes per parameter and peak memory of a step",
     "train": "training throughput with our engine vs an equivalent PyTorch loop",
     "population": "P vmapped training runs vs P sequential runs",
+    "precision": "bfloat16 vs float32 first moment (mu_dtype): state bytes, step time, accuracy",
 }
 
 

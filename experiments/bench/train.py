@@ -159,6 +159,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workloads", type=csv_list, help=f"from {','.join(WORKLOADS)}")
     parser.add_argument("--steps", type=int, help="steps per timed epoch (default: full for mlp)")
     parser.add_argument("--synthetic", action="store_true", help="random data, no files read")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads(N) (default: torch's own, one per core); 1 avoids "
+        "OpenMP's collapse on a CPU shared with other busy processes",
+    )
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -167,8 +173,12 @@ def measure(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
     repeats = args.repeats or (2 if args.quick else 5)
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise ValueError(f"--torch-threads must be a positive integer, got {args.torch_threads}")
     torch = import_torch()
     notes = [] if torch else [f"PyTorch not installed: torch rows skipped ({TORCH_INSTALL})"]
+    if torch and args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     if torch:
         notes.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
@@ -199,5 +209,10 @@ def measure(args: argparse.Namespace) -> dict:
                     "relative_to_jax": seconds.median_s / times["jax (optlab engine)"].median_s,
                 }
             )
-    config = {"batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "repeats": repeats}
+    config = {
+        "batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads() if torch else None,
+    }
     return {"config": config, "environment": timing.environment(), "rows": rows, "notes": notes}

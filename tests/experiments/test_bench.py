@@ -4,16 +4,18 @@ in ``--quick`` mode on tiny sizes. No assertion is about speed."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
 import optimizers as opt
 from experiments import cli
-from experiments.bench import roofline, step, timing, train
+from experiments.bench import precision, roofline, step, timing, train
 from experiments.bench.memory import state_bytes_per_param
 
 N = 1000
@@ -203,6 +205,55 @@ def test_population_command(tmp_path):
     assert rows[2]["sequential_s"] == pytest.approx(2 * rows[1]["vmapped_s"])
 
 
+def test_precision_command(tmp_path):
+    result = run_bench(
+        tmp_path, "precision", "--optimizers", "adam", "--seeds", "2", "--epochs", "2",
+        "--widths", "8", "--learning-rates", "1e-2",
+    )  # fmt: skip
+    rows = {r["mu_dtype"]: r for r in result["rows"]}
+    assert set(rows) == {"float32", "bfloat16"}
+    full, low = rows["float32"], rows["bfloat16"]
+    # Adam's state: m (4 B, or 2 B in bfloat16) + v (4 B), plus the step counter.
+    assert full["state_B_per_param"] == pytest.approx(8, abs=0.05)
+    assert low["state_B_per_param"] == pytest.approx(6, abs=0.05)
+    # At least the ideal traffic: read p, g and the state, write p and the state.
+    assert full["step_hlo_B_per_param"] >= 3 * 4 + 2 * 8 - 0.05
+    assert low["step_hlo_B_per_param"] >= 3 * 4 + 2 * 6 - 0.05
+    assert full["step_over_float32"] == 1
+    assert low["step_over_float32"] == pytest.approx(low["step_ms"] / full["step_ms"])
+    for row in rows.values():
+        assert row["train_loss"] < math.log(10)  # both learned something in 2 epochs
+        assert 0 <= row["test_accuracy"] <= 1 and row["test_accuracy_std"] >= 0
+    # Paired by seed: the mean of the differences is the difference of the means.
+    assert low["train_loss_diff"] == pytest.approx(low["train_loss"] - full["train_loss"])
+    assert low["test_accuracy_diff"] == pytest.approx(
+        low["test_accuracy"] - full["test_accuracy"], abs=1e-6
+    )
+    assert isinstance(low["test_accuracy_within_seed_noise"], bool)
+
+
+def test_paired_summary_tells_noise_from_a_shift():
+    full = np.array([0.90, 0.92, 0.94, 0.96])
+    same = precision.paired_summary(full.copy(), full)
+    assert same["diff"] == 0 and same["within_seed_noise"] and math.isnan(same["p_value"])
+    jitter = precision.paired_summary(full + np.array([1e-3, -1e-3, 2e-3, -2e-3]), full)
+    assert jitter["within_seed_noise"] and jitter["p_value"] > 0.5
+    shifted = precision.paired_summary(full - 0.1 + np.array([0, 1e-3, 0, -1e-3]), full)
+    assert shifted["diff"] == pytest.approx(-0.1)
+    assert not shifted["within_seed_noise"] and shifted["p_value"] < 1e-3
+
+
+def test_precision_rejects_optimizers_without_mu_dtype():
+    assert {"adam", "nadam", "adamw"} <= set(precision.optimizers_with_mu_dtype())
+    with pytest.raises(ValueError, match="have no mu_dtype; choose from .*adam"):
+        precision.check_optimizers(["adam", "sgd"])
+
+
 def test_unknown_names_are_user_errors(capsys):
     assert cli.main(["bench", "step", "--quick", "--optimizers", "nope"]) == 2
     assert "unknown optimizer" in capsys.readouterr().err
+
+
+def test_train_rejects_a_bad_thread_count(capsys):
+    assert cli.main(["bench", "train", "--quick", "--synthetic", "--torch-threads", "0"]) == 2
+    assert "--torch-threads must be a positive integer" in capsys.readouterr().err
