@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.report import save_figure  # noqa: E402
+
 
 def alerts(
     *,
@@ -76,7 +78,7 @@ def plot_timeline(records: list[dict], events: list[dict], path) -> None:
     bx.set_ylabel("drift p (Holm)")
     bx.set_xlabel("user")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -93,5 +95,5 @@ def plot_accuracy_matrix(R: np.ndarray, task_names: list[str], path, title: str 
     ax.set_title(title or "R[j, i]", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

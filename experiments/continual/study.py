@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from experiments.report import atomic_write_text  # noqa: E402
+from experiments.report import atomic_write_text, save_figure  # noqa: E402
 
 from . import metrics, trainer  # noqa: E402
 from .stream import apply_task, load_arrays, make_tasks  # noqa: E402
@@ -209,7 +209,7 @@ def _plot_matrices(by_regime, path, bench) -> None:
         ax.set_ylabel("after task j")
     fig.suptitle(f"{bench}: accuracy matrix R[j, i] (mean over seeds)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -225,7 +225,7 @@ def _plot_canary(by_regime, path, bench) -> None:
     ax.set_title(f"{bench}: canary accuracy over time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

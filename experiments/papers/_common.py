@@ -402,7 +402,7 @@ def plot_against_paper(
     axes.set(xlabel="epoch", ylabel=ylabel, title=title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2)
-    figure.savefig(path, dpi=90)
+    report.save_figure(figure, path, dpi=90)
     return Path(path)
 
 

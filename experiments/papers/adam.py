@@ -328,7 +328,7 @@ def plot_fig4(path, grid, final: np.ndarray, size: VAESize, dataset: str, epochs
         f"Adam Fig. 4: bias correction, VAE on {dataset} ({size.name} run; × diverged; "
         "values above the top are clipped)"
     )
-    figure.savefig(path, dpi=80)
+    report.save_figure(figure, path, dpi=80)
 
 
 def run_fig4(args, size: VAESize, run_dir):

@@ -384,7 +384,7 @@ def plot_panels(
         ax.set_visible(False)
     if suptitle:
         figure.suptitle(suptitle)
-    figure.savefig(path, dpi=80)
+    report.save_figure(figure, path, dpi=80)
     return path
 
 

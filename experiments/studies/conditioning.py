@@ -353,8 +353,12 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
                 "lose the edge when rotated?",
                 verdicts[noisy][1],
             ]
-    plot_curves(results, rates, all_names, problem).savefig(run_dir / "loss_curves.png", dpi=110)
-    plot_bars(losses_by_noise, all_names).savefig(run_dir / "final_loss_bars.png", dpi=110)
+    report.save_figure(
+        plot_curves(results, rates, all_names, problem), run_dir / "loss_curves.png", dpi=110
+    )
+    report.save_figure(
+        plot_bars(losses_by_noise, all_names), run_dir / "final_loss_bars.png", dpi=110
+    )
     sections += [
         "![loss curves](loss_curves.png)\n![final losses](final_loss_bars.png)",
         f"Run time: {time.perf_counter() - started:.1f} s.",

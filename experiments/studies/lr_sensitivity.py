@@ -162,7 +162,7 @@ def plot(path, rates, finals: dict[str, np.ndarray], widths: dict[str, dict], ti
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.savefig(path, dpi=90)
+    report.save_figure(figure, path, dpi=90)
 
 
 def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:

@@ -212,7 +212,7 @@ def plot_gaps(path, results, names, labels):
         ax.axhline(0, color="k", lw=0.6)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=7)
-    figure.savefig(path, dpi=90)
+    report.save_figure(figure, path, dpi=90)
 
 
 def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:

@@ -404,7 +404,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
                     if kind == "paths"
                     else (surface, results, names)
                 )
-                plot(*args).savefig(run_dir / f"{kind}_{surface.name}.png", dpi=110)
+                report.save_figure(plot(*args), run_dir / f"{kind}_{surface.name}.png", dpi=110)
             sections += [
                 f"## {surface.name}: f = {surface.formula}, f* = {surface.f_star:g}, tol = "
                 f"{surface.tol:g} (exact), {surface.noisy_tol:g} (noisy)",
@@ -439,8 +439,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
                         diverged=bool(diverged(final, sweep["initial_loss"])),
                     )
                 )
-    plot_sweep(sweep).savefig(run_dir / "ravine_sweep.png", dpi=110)
-    plot_sweep_paths(sweep).savefig(run_dir / "ravine_sweep_paths.png", dpi=110)
+    report.save_figure(plot_sweep(sweep), run_dir / "ravine_sweep.png", dpi=110)
+    report.save_figure(plot_sweep_paths(sweep), run_dir / "ravine_sweep_paths.png", dpi=110)
     sections += [
         "## Momentum and learning rate in the ravine",
         f"Heavy-ball SGD (v ← βv + g, θ ← θ − ηv), {size['sweep_steps']} steps from (−9, 1). "
