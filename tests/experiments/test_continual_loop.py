@@ -8,6 +8,7 @@ weights (must be rolled back). User 2 is the first with thicker strokes (must tr
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -214,3 +215,33 @@ def test_study_compares_regimes_and_derives_a_verdict(tmp_path):
     for bench in ("permuted", "rotated"):
         assert (tmp_path / f"accuracy_matrix_{bench}.png").exists()
         assert (tmp_path / f"canary_{bench}.png").exists()
+
+
+def test_accuracy_drop_triggers_a_retrain(tmp_path):
+    """Permuted pixels make the deployed model fall to near chance on the second task's
+    first user: with only the accuracy rule on, that drop (beyond ``max_drop``) must trigger
+    a retrain. (Held-out sets are small, so smaller drops may trigger too.)"""
+    config = LoopConfig(
+        preset="permuted",
+        num_tasks=2,
+        users_per_task=2,
+        trigger_rules=("accuracy",),
+        max_drop=0.05,
+        epochs=1,
+        initial_epochs=10,
+        search={"adam": [3e-3]},
+    )
+    run_stream(config, tmp_path / "run", log=lambda *_: None)
+    reg = Registry(tmp_path / "run")
+    try:
+        triggers = {
+            e["user"]: e["reason"] for e in reg.events("trigger") if e["reason"] != "end_of_stream"
+        }
+        assert all(reason.startswith("accuracy_drop") for reason in triggers.values())
+        first_permuted = config.users_per_task
+        assert first_permuted in triggers, triggers
+        numbers = re.search(r"\(([\d.]+) → ([\d.]+)\)", triggers[first_permuted])
+        before, after = map(float, numbers.groups())
+        assert before - after > 0.3  # from the old style's accuracy to near chance
+    finally:
+        reg.close()
