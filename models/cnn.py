@@ -38,7 +38,50 @@ def _pool(x: jax.Array, window: int) -> jax.Array:
     return nnx.max_pool(x, (window, window), strides=(2, 2), padding="SAME")
 
 
-class AdamPaperCNN(nnx.Module):
+class _ConvPoolDense(nnx.Module):
+    """``[dropout] → (conv k×k (SAME) → ReLU → max-pool stride 2) × n → FC → ReLU → dropout →
+    FC num_classes``: the shared body of :class:`AdamPaperCNN` and :class:`CNN2C2D`."""
+
+    def __init__(
+        self,
+        name: str,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        channels: Sequence[int],
+        kernel: int,
+        pool_window: int,
+        dense: int,
+        input_dropout: float,
+        dropout: float,
+        rngs: nnx.Rngs,
+    ):
+        self.name = name
+        self.input_shape = height, width, in_channels = _image_shape(name, input_shape)
+        self.num_classes = num_classes
+        self.pool_window = pool_window
+        sizes = (in_channels, *channels)
+        self.convs = nnx.List(
+            _conv(c_in, c_out, kernel, rngs)
+            for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        flat = pooled(height, len(channels)) * pooled(width, len(channels)) * sizes[-1]
+        self.dense = nnx.Linear(flat, dense, rngs=rngs)
+        self.head = nnx.Linear(dense, num_classes, rngs=rngs)
+        self.input_dropout = nnx.Dropout(input_dropout)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, train: bool = False, rngs: nnx.Rngs | None = None):
+        check_input(self.name, x, self.input_shape)
+        h = self.input_dropout(x, deterministic=not train, rngs=rngs)
+        for conv in self.convs:
+            h = _pool(nnx.relu(conv(h)), window=self.pool_window)
+        h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
+        h = self.dropout(h, deterministic=not train, rngs=rngs)
+        return self.head(h)
+
+
+class AdamPaperCNN(_ConvPoolDense):
     """The CIFAR-10 CNN of Kingma & Ba 2015 (Adam, Sec. 6.3, Fig. 3), "c64-c64-c128-1000".
 
     Three stages ``conv 5×5 (SAME) → ReLU → max-pool 3×3 stride 2``, with 64, 64 and 128
@@ -67,29 +110,13 @@ class AdamPaperCNN(nnx.Module):
         dropout: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        self.input_shape = height, width, in_channels = _image_shape("AdamPaperCNN", input_shape)
-        self.num_classes = num_classes
-        sizes = (in_channels, *channels)
-        self.convs = nnx.List(
-            _conv(c_in, c_out, 5, rngs) for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        flat = pooled(height, len(channels)) * pooled(width, len(channels)) * sizes[-1]
-        self.dense = nnx.Linear(flat, dense, rngs=rngs)
-        self.head = nnx.Linear(dense, num_classes, rngs=rngs)
-        self.input_dropout = nnx.Dropout(input_dropout)
-        self.dropout = nnx.Dropout(dropout)
-
-    def __call__(self, x: jax.Array, train: bool = False, rngs: nnx.Rngs | None = None):
-        check_input("AdamPaperCNN", x, self.input_shape)
-        h = self.input_dropout(x, deterministic=not train, rngs=rngs)
-        for conv in self.convs:
-            h = _pool(nnx.relu(conv(h)), window=3)
-        h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
-        h = self.dropout(h, deterministic=not train, rngs=rngs)
-        return self.head(h)
+        super().__init__(
+            "AdamPaperCNN", input_shape, num_classes, channels=channels, kernel=5,
+            pool_window=3, dense=dense, input_dropout=input_dropout, dropout=dropout, rngs=rngs,
+        )  # fmt: skip
 
 
-class CNN2C2D(nnx.Module):
+class CNN2C2D(_ConvPoolDense):
     """DeepOBS ``fmnist_2c2d`` / ``mnist_2c2d`` (Schneider, Balles & Hennig 2019).
 
     ``conv 5×5×32 (SAME) → ReLU → max-pool 2 → conv 5×5×64 (SAME) → ReLU → max-pool 2 →
@@ -115,25 +142,10 @@ class CNN2C2D(nnx.Module):
         dropout: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        self.input_shape = height, width, in_channels = _image_shape("CNN2C2D", input_shape)
-        self.num_classes = num_classes
-        sizes = (in_channels, *channels)
-        self.convs = nnx.List(
-            _conv(c_in, c_out, 5, rngs) for c_in, c_out in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        flat = pooled(height, len(channels)) * pooled(width, len(channels)) * sizes[-1]
-        self.dense = nnx.Linear(flat, dense, rngs=rngs)
-        self.head = nnx.Linear(dense, num_classes, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
-
-    def __call__(self, x: jax.Array, train: bool = False, rngs: nnx.Rngs | None = None):
-        check_input("CNN2C2D", x, self.input_shape)
-        h = x
-        for conv in self.convs:
-            h = _pool(nnx.relu(conv(h)), window=2)
-        h = nnx.relu(self.dense(h.reshape(h.shape[0], -1)))
-        h = self.dropout(h, deterministic=not train, rngs=rngs)
-        return self.head(h)
+        super().__init__(
+            "CNN2C2D", input_shape, num_classes, channels=channels, kernel=5, pool_window=2,
+            dense=dense, input_dropout=0.0, dropout=dropout, rngs=rngs,
+        )  # fmt: skip
 
 
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, convs) per stage
