@@ -166,8 +166,9 @@ class Registry:
             raise RuntimeError(f"registry corrupt: {len(rows)} deployed models")
         return rows[0][0] if rows else None
 
-    def models(self) -> list[dict]:
-        cur = self.conn.execute("SELECT * FROM models ORDER BY version")
+    def _records(self, query: str) -> list[dict]:
+        """The rows of ``query`` as dicts, their JSON ``hparams`` and ``metrics`` decoded."""
+        cur = self.conn.execute(query)
         names = [d[0] for d in cur.description]
         out = []
         for row in cur.fetchall():
@@ -175,6 +176,9 @@ class Registry:
             rec["hparams"], rec["metrics"] = json.loads(rec["hparams"]), json.loads(rec["metrics"])
             out.append(rec)
         return out
+
+    def models(self) -> list[dict]:
+        return self._records("SELECT * FROM models ORDER BY version")
 
     # -- runs, users, reports, ledger, events, evals -----------------------------------
     def add_run(self, user, kind, optimizer, hparams, metrics, wall_time_s, peak_memory_mb):
@@ -193,14 +197,7 @@ class Registry:
         )
 
     def runs(self) -> list[dict]:
-        cur = self.conn.execute("SELECT * FROM runs ORDER BY id")
-        names = [d[0] for d in cur.description]
-        out = []
-        for row in cur.fetchall():
-            rec = dict(zip(names, row, strict=True))
-            rec["hparams"], rec["metrics"] = json.loads(rec["hparams"]), json.loads(rec["metrics"])
-            out.append(rec)
-        return out
+        return self._records("SELECT * FROM runs ORDER BY id")
 
     def add_user(self, user: int, task: int, samples: int, status: str, champion) -> None:
         self.conn.execute(
