@@ -12,7 +12,10 @@ A checkpoint is one Orbax step folder per saved epoch holding two items:
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash
 or a full disk in the middle of a save leaves the previous checkpoint valid;
-``CheckpointManagerOptions(max_to_keep=keep)`` deletes the oldest ones.
+``CheckpointManagerOptions(max_to_keep=keep)`` deletes the oldest ones. The temporary
+folders of saves that a crash left unfinished are removed when a ``Checkpointer`` opens
+the folder, before it returns (Orbax's own clean-up runs in a background thread, which
+races with a second manager opened on the same folder or with the next save).
 
     ckpt = Checkpointer(CheckpointConfig("runs/x/checkpoints", every=1, keep=3))
     ckpt.save(epoch, state, history, fingerprint)                # after each epoch
@@ -37,6 +40,7 @@ import orbax.checkpoint as ocp
 
 PyTree = Any
 STATE, META = "state", "meta"
+UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointMismatchError(ValueError):
@@ -144,6 +148,18 @@ def _from_arrays(arrays: list, like: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, leaves)
 
 
+def remove_unfinished_saves(directory: Path, step: str = "*") -> list[Path]:
+    """Delete the temporary folders that interrupted saves of ``step`` left in ``directory``.
+
+    Orbax writes step ``s`` into ``s.orbax-checkpoint-tmp*`` and renames it when complete,
+    so such a folder is never a valid checkpoint. Returns the folders removed.
+    """
+    unfinished = sorted(Path(directory).glob(f"{step}{UNFINISHED_SUFFIX}*"))
+    for folder in unfinished:
+        shutil.rmtree(folder, ignore_errors=True)
+    return unfinished
+
+
 class Checkpointer:
     """Saves and restores ``(train_state, history, epoch)`` under one folder.
 
@@ -154,10 +170,11 @@ class Checkpointer:
     def __init__(self, config: CheckpointConfig):
         self.config = config
         self.directory = ensure_writable(config.directory).absolute()
+        remove_unfinished_saves(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep,
             enable_async_checkpointing=False,  # the engine donates the state right after
-            cleanup_tmp_directories=True,  # remove saves that a crash left unfinished
+            cleanup_tmp_directories=False,  # done above, synchronously
             create=True,
         )
         self._manager = ocp.CheckpointManager(
@@ -204,8 +221,7 @@ class Checkpointer:
             saved = self._manager.save(int(epoch), args=args, force=True)
             self._manager.wait_until_finished()
         except OSError as err:
-            for unfinished in self.directory.glob(f"{int(epoch)}.orbax-checkpoint-tmp*"):
-                shutil.rmtree(unfinished, ignore_errors=True)
+            remove_unfinished_saves(self.directory, f"{int(epoch)}")
             previous = self.steps()
             kept = f"epoch {previous[-1]}" if previous else "none"
             raise OSError(

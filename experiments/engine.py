@@ -614,11 +614,11 @@ def _open_checkpointer(checkpoint_dir, checkpoint_every: int, keep: int, resume:
             raise ValueError("resume=True needs a checkpoint_dir to resume from")
         return None
     checkpointer = Checkpointer(CheckpointConfig(checkpoint_dir, every=checkpoint_every, keep=keep))
-    if not resume and checkpointer.steps():
+    if not resume and (saved := checkpointer.steps()):
         checkpointer.close()
         raise ValueError(
             f"checkpoint folder {checkpointer.directory} already holds checkpoints (epochs "
-            f"{checkpointer.steps()}); pass resume=True to continue that run, or use an empty "
+            f"{saved}); pass resume=True to continue that run, or use an empty "
             "folder"
         )
     return checkpointer

@@ -91,14 +91,33 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    saved = Checkpointer(CheckpointConfig(tmp_path)).steps()
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        saved = ckpt.steps()
     assert saved and saved[-1] < EPOCHS, f"kill after {kill_after}+{delay:.3f}s: {saved}"
 
     resumed, history = train(tmp_path, resume=True)
     for a, b in zip(_params(resumed), _params(reference), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise
     assert _losses(history) == _losses(reference_history)
-    assert Checkpointer(CheckpointConfig(tmp_path)).steps() == [EPOCHS - 1, EPOCHS]  # keep=2
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        assert ckpt.steps() == [EPOCHS - 1, EPOCHS]  # keep=2
+
+
+def test_a_save_left_unfinished_by_a_kill_is_removed_before_the_folder_is_used(tmp_path):
+    # What SIGKILL in the middle of Orbax's save of epoch 2 leaves behind.
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        ckpt.save(1, {"w": jnp.zeros(3)}, [], fingerprint())
+    unfinished = tmp_path / "2.orbax-checkpoint-tmp-1764500000"
+    (unfinished / "state").mkdir(parents=True)
+    (unfinished / "state" / "half_written").write_bytes(b"\0" * 100)
+
+    first = Checkpointer(CheckpointConfig(tmp_path))  # e.g. a look at the saved steps
+    assert not unfinished.exists()  # removed synchronously, not by a background thread
+    assert first.steps() == [1]
+    with Checkpointer(CheckpointConfig(tmp_path)) as second:  # the resumed run
+        assert second.save(2, {"w": jnp.ones(3)}, [], fingerprint())
+        assert second.steps() == [1, 2]
+    first.close()
 
 
 def test_restore_returns_every_part_of_the_state(tmp_path):
