@@ -298,6 +298,22 @@ def headers(cfg: dict) -> list[str]:
     ]
 
 
+def write_config(run_dir, cfg, model_options, config, splits, data_meta) -> None:
+    report.write_config(
+        run_dir,
+        {
+            **cfg,
+            "model_options": model_options,
+            "train": config,
+            "data": {"train": len(splits.x_train), "val": len(splits.x_val),
+                     "test": len(splits.x_test), "meta": data_meta},
+            "jax": jax.__version__,
+            "device": str(jax.devices()[0]),
+            "processes": jax.process_count(),
+        },
+    )  # fmt: skip
+
+
 def write_run(run_dir, cfg, results, meta) -> None:
     if cfg["resume"]:  # the restored results are complete: rewrite, do not append
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -379,6 +395,12 @@ def run(args: argparse.Namespace) -> int:
     config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
     engine.check_data(splits, full.num_classes)
     model_options = MODEL_OPTIONS.get(cfg["model"], {})
+    if jax.process_count() > 1 and not args.out:
+        raise ValueError(
+            f"a run over {jax.process_count()} processes needs --out: one folder on a "
+            "filesystem every host shares (the default name has a per-process timestamp)"
+        )
+    writes_report = jax.process_index() == 0  # every process trains; one writes the report
     run_dir = report.make_run_dir(args.out, "compare")
 
     def make_model(key):
@@ -386,22 +408,18 @@ def run(args: argparse.Namespace) -> int:
             cfg["model"], full.input_shape, full.num_classes, seed=key, **model_options
         )
 
-    report.write_config(
-        run_dir,
-        {
-            **cfg,
-            "model_options": model_options,
-            "train": config,
-            "data": {"train": len(splits.x_train), "val": len(splits.x_val),
-                     "test": len(splits.x_test), "meta": full.meta},
-            "jax": jax.__version__,
-            "device": str(jax.devices()[0]),
-        },
-    )  # fmt: skip
+    if writes_report:
+        write_config(run_dir, cfg, model_options, config, splits, full.meta)
 
     results = []
     total = len(cfg["optimizers"]) * cfg["epochs"]
-    with tqdm(total=total, desc="compare", unit="epoch", dynamic_ncols=True) as bar:
+    progress = {
+        "desc": "compare",
+        "unit": "epoch",
+        "dynamic_ncols": True,
+        "disable": not writes_report,
+    }
+    with tqdm(total=total, **progress) as bar:
         for name in cfg["optimizers"]:
             bar.set_postfix_str(name)
             results.append(
@@ -414,6 +432,8 @@ def run(args: argparse.Namespace) -> int:
         "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
         "cpu_count": os.cpu_count(),
     }
+    if not writes_report:
+        return 0
     write_run(run_dir, cfg, results, meta)
     print(report.markdown_table(headers(cfg), summary_rows(results)))
     print(f"\nwrote {run_dir} in {meta['wall_time_s']:.1f} s")

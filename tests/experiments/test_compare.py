@@ -105,3 +105,18 @@ def test_edge_note_names_optimizers_whose_rate_is_at_a_grid_end():
     (note,) = compare.edge_note(results)
     assert "sgd" in note and "adam" not in note
     assert compare.edge_note(results[1:]) == []
+
+
+def test_in_a_multi_process_run_only_process_0_writes_the_report(tmp_path, capsys, monkeypatch):
+    """Every process trains the same replicated run; the others leave the report to process 0."""
+    monkeypatch.setattr(compare.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(compare.jax, "process_index", lambda: 1)
+    out = tmp_path / "run"
+    argv = ["compare", "--quick", "--optimizers", "sgd", "--epochs", "1", "--seeds", "1"]
+    argv += ["--lr-grid-size", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert list(out.iterdir()) == []
+    assert "chosen lr" not in capsys.readouterr().out
+
+    assert cli.main(argv) != 0  # no --out: each process would pick its own timestamped folder
+    assert "needs --out" in capsys.readouterr().err
