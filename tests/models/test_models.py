@@ -154,6 +154,10 @@ def test_gradients_match_finite_differences(name):
             for k, a in zip(keys, flat, strict=True)
         ]
         params = jax.tree.unflatten(treedef, flat)
+        # BatchNorm's running statistics too: it writes float64 batch statistics into them.
+        rest = jax.tree.map(
+            lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, rest
+        )
         x = images().astype(jnp.float64)
 
         def loss(p):
