@@ -170,7 +170,8 @@ class Checkpointer:
     def __init__(self, config: CheckpointConfig):
         self.config = config
         self.directory = ensure_writable(config.directory).absolute()
-        remove_unfinished_saves(self.directory)
+        if jax.process_index() == 0:  # one process cleans; Orbax's saves wait for all of them
+            remove_unfinished_saves(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep,
             enable_async_checkpointing=False,  # the engine donates the state right after
