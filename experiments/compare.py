@@ -413,13 +413,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     total = len(cfg["optimizers"]) * cfg["epochs"]
-    progress = {
-        "desc": "compare",
-        "unit": "epoch",
-        "dynamic_ncols": True,
-        "disable": not writes_report,
-    }
-    with tqdm(total=total, **progress) as bar:
+    with tqdm(
+        total=total, desc="compare", unit="epoch", dynamic_ncols=True, disable=not writes_report
+    ) as bar:
         for name in cfg["optimizers"]:
             bar.set_postfix_str(name)
             results.append(
