@@ -219,9 +219,7 @@ def compare_one(
     grid = learning_rate_grid(info.suggested_learning_rate, cfg["lr_grid_size"])
     pop = engine.fit_population(
         make_model=make_model,
-        make_tx=lambda learning_rate: opt.get(
-            name, learning_rate=config.learning_rate_schedule(learning_rate, len(splits.x_train))
-        ),
+        make_tx=lambda learning_rate: opt.get(name, learning_rate=learning_rate),
         hparams={"learning_rate": grid},
         seeds=list(range(cfg["seeds"])),
         data=splits,
@@ -393,7 +391,6 @@ def run(args: argparse.Namespace) -> int:
         data_parallel=cfg["data_parallel"],
     )
     config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
-    engine.check_data(splits, full.num_classes)
     model_options = MODEL_OPTIONS.get(cfg["model"], {})
     if jax.process_count() > 1 and not args.out:
         raise ValueError(

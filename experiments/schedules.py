@@ -110,7 +110,9 @@ def build(
             raise ValueError(f"inverse_sqrt: per must be 'step' or 'epoch', got {per!r}")
         kwargs["steps_per_unit"] = steps_per_epoch if per == "epoch" else 1
     elif name == "step_decay":
-        kwargs["every"] = steps_per_epoch * kwargs.pop("every_epochs", 10)
+        if "every_epochs" not in kwargs:
+            raise ValueError("schedule 'step_decay' needs every_epochs (epochs between decays)")
+        kwargs["every"] = steps_per_epoch * kwargs.pop("every_epochs")
     elif name == "cosine":
         kwargs["total_steps"] = total_steps
     elif name == "exponential":

@@ -44,8 +44,11 @@ def step_memory(make_model, tx: optax.GradientTransformation, x, y) -> dict:
 
     graphdef = engine.split_model(nnx.eval_shape(make_model))[0]
     state = jax.eval_shape(make_state)
-    train_step = functools.partial(engine.train_step, graphdef=graphdef, tx=tx)
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, x, y).compile()
+    train_step = functools.partial(
+        engine.train_step, graphdef=graphdef, tx=tx, objective=engine.Classification()
+    )
+    batch = {"x": x, "y": y}
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
     analysis = compiled.memory_analysis()
     result = {
         "params": step.count_params(state.params),
@@ -56,7 +59,7 @@ def step_memory(make_model, tx: optax.GradientTransformation, x, y) -> dict:
         "peak_device_bytes": "n/a on CPU",
     }
     if jax.devices()[0].memory_stats() is not None:
-        jax.block_until_ready(compiled(jax.jit(make_state)(), x, y))
+        jax.block_until_ready(compiled(jax.jit(make_state)(), batch))
         result["peak_device_bytes"] = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
     return result
 

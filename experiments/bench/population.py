@@ -52,17 +52,19 @@ def population_epoch(graphdef, states, learning_rates, x, y):
 
     config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
 
-    def train_member(state, learning_rate, x, y):
-        epoch = engine.make_train_epoch(graphdef, opt.adam(learning_rate), config, len(x))
-        return epoch(state, x, y)
+    def make_tx(learning_rate):
+        return opt.adam(learning_rate)
 
-    train_population = jax.jit(jax.vmap(train_member, in_axes=(0, 0, None, None)), donate_argnums=0)
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    single = len(learning_rates) == 1
+    epoch = jax.jit(engine.population_epoch(graphdef, make_tx, config, single=single))
+    train = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    hparams = {"learning_rate": jnp.asarray(learning_rates)}
+    objective = engine.Classification()
     carry = [states]
 
     def run():
-        carry[0], metrics = train_population(carry[0], learning_rates, x, y)
-        return metrics.losses
+        carry[0], output, finite = epoch(carry[0], hparams, train, None, objective)
+        return output.loss, finite
 
     return run
 

@@ -19,7 +19,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+import models
+import optimizers as opt
+from experiments import engine
 from experiments.bench import csv_list, timing
 
 BATCH_SIZE = 128
@@ -64,29 +68,82 @@ def load_data(dataset: str, input_shape, num_examples: int | None, synthetic: bo
     return x, y, f"synthetic {dataset}-shaped data ({reason.splitlines()[0][:120]})"
 
 
-def jax_epoch(model_name: str, options: dict, x, y):
-    """A zero-argument callable running one engine epoch of Adam over ``(x, y)``."""
+def _build(model_name: str, options: dict, input_shape):
+    """``(graphdef, params, model_state)`` of the workload's model, initialised compiled
+    (much faster than running the initialisers op by op)."""
     from flax import nnx
 
-    import models
-    import optimizers as opt
-    from experiments import engine
-
     def make_model():
-        return models.build(model_name, x.shape[1:], 10, seed=0, **options)
+        return models.build(model_name, input_shape, 10, seed=0, **options)
 
-    tx = opt.adam(LEARNING_RATE)
-    config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
-    # Compiled initialisation: much faster than running the initialisers op by op.
     graphdef = engine.split_model(nnx.eval_shape(make_model))[0]
-    state = jax.jit(lambda: engine.init_state(make_model(), tx, jax.random.key(0))[1])()
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    train_epoch = jax.jit(engine.make_train_epoch(graphdef, tx, config, len(x)), donate_argnums=0)
-    carry = [state]
+    params, model_state = jax.jit(lambda: engine.split_model(make_model())[1:])()
+    return graphdef, params, model_state
+
+
+def jax_epoch(model_name: str, options: dict, x, y):
+    """A zero-argument callable running one engine epoch of Adam over ``(x, y)``: the very
+    function :func:`engine.fit` compiles (metrics, finiteness, state check included)."""
+    graphdef, params, model_state = _build(model_name, options, x.shape[1:])
+    config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
+
+    def make_tx():
+        return opt.adam(LEARNING_RATE)
+
+    _, states = engine.init_population(
+        lambda key: models.build(model_name, x.shape[1:], 10, seed=0, **options),
+        make_tx, {}, [0], 1,
+        engine.WarmStart(params, model_state),
+    )  # fmt: skip
+    epoch = jax.jit(engine.population_epoch(graphdef, make_tx, config, single=True))
+    train = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    objective = engine.Classification()
+    carry = [states]
 
     def run():
-        carry[0], metrics = train_epoch(carry[0], x, y)
-        return metrics.losses
+        carry[0], output, finite = epoch(carry[0], {}, train, None, objective)
+        return output.loss, finite
+
+    return run
+
+
+def minimal_epoch(model_name: str, options: dict, x, y):
+    """A zero-argument callable running the smallest jax + optax epoch over ``(x, y)``: one
+    ``lax.scan`` over the same minibatch indices (the same gather inside the scan) of
+    cross-entropy, ``value_and_grad`` and ``optax.adam``; no metrics, no guard."""
+    from flax import nnx
+
+    graphdef, params, model_state = _build(model_name, options, x.shape[1:])
+    tx = optax.adam(LEARNING_RATE)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    steps = len(x) // BATCH_SIZE
+
+    def loss_fn(params, xb, yb, key):
+        model = nnx.merge(graphdef, params, model_state)
+        logits = model(xb, train=True, rngs=nnx.Rngs(dropout=key))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def epoch(params, opt_state, key):
+        key, perm_key = jax.random.split(key)
+        order = jax.random.permutation(perm_key, len(x))[: steps * BATCH_SIZE]
+
+        def body(carry, batch):
+            params, opt_state, step = carry
+            grads = jax.grad(loss_fn)(params, x[batch], y[batch], jax.random.fold_in(key, step))
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, step + 1), None
+
+        (params, opt_state, _), _ = jax.lax.scan(
+            body, (params, opt_state, 0), order.reshape(steps, BATCH_SIZE)
+        )
+        return params, opt_state, key
+
+    carry = [(params, tx.init(params), jax.random.key(0))]
+
+    def run():
+        carry[0] = epoch(*carry[0])
+        return carry[0]
 
     return run
 
@@ -191,7 +248,10 @@ def measure(args: argparse.Namespace) -> dict:
         num_examples = None if steps is None else steps * BATCH_SIZE
         x, y, source = load_data(dataset, input_shape, num_examples, args.synthetic)
         notes.append(f"{workload}: {source}, {len(x)} examples, {model_name} {options}")
-        candidates = {"jax (optlab engine)": jax_epoch(model_name, options, x, y)}
+        candidates = {
+            "jax (optlab engine)": jax_epoch(model_name, options, x, y),
+            "jax + optax (minimal scan)": minimal_epoch(model_name, options, x, y),
+        }
         if torch:
             model = torch_model(torch, model_name, options, input_shape)
             candidates["torch"] = torch_epoch(torch, model, x, y)

@@ -38,7 +38,7 @@ from sklearn.model_selection import train_test_split
 import models
 import optimizers as opt
 from experiments import data as datasets
-from experiments import engine, report
+from experiments import engine, report, schedules
 from experiments.papers._published import Above, PublishedTable, format_cell
 
 TOLERANCE = 0.25  # relative deviation accepted as "reproduced"
@@ -207,11 +207,14 @@ def hparam_grid(contender: Contender, size: Size) -> dict[str, np.ndarray]:
     }
 
 
-def make_tx_factory(contender: Contender, config: engine.TrainConfig, num_train: int) -> Callable:
+def make_tx_factory(exp: Experiment, contender: Contender, config: engine.TrainConfig,
+                    num_train: int) -> Callable:  # fmt: skip
     """``(learning_rate, **hparams) -> tx`` with the experiment's schedule around the rate."""
+    steps = config.steps_per_epoch(num_train)
 
     def make_tx(learning_rate, **hparams):
-        schedule = config.learning_rate_schedule(learning_rate, num_train)
+        schedule = schedules.build(exp.schedule, learning_rate, steps_per_epoch=steps,
+                                   total_steps=steps * config.epochs)  # fmt: skip
         return opt.get(contender.optimizer, learning_rate=schedule, **contender.fixed, **hparams)
 
     return make_tx
@@ -229,9 +232,7 @@ def train_contender(
     config = engine.TrainConfig(
         epochs=size.epochs,
         batch_size=exp.batch_size,
-        l2=exp.l2,
         eval_train=exp.eval_train,
-        schedule=exp.schedule,
     )
     options = {**exp.model_options, **contender.model_options, **size.model_options}
 
@@ -241,7 +242,8 @@ def train_contender(
     hparams = hparam_grid(contender, size)
     pop = engine.fit_population(
         make_model=make_model,
-        make_tx=make_tx_factory(contender, config, len(ds.x_train)),
+        make_tx=make_tx_factory(exp, contender, config, len(ds.x_train)),
+        loss=engine.Classification(l2=exp.l2),
         hparams=hparams,
         seeds=list(range(size.seeds)),
         data=ds,
