@@ -16,12 +16,12 @@ and evaluation), ``loop`` (the host loop: :func:`fit_population`, :func:`fit`),
 from experiments.engine.config import COMPUTE_DTYPES, NON_FINITE_POLICIES, TrainConfig
 from experiments.engine.history import EpochReport, History, metric_names
 from experiments.engine.loop import (
-    population_epoch,
     FitResult,
     NonFiniteError,
     PopulationResult,
     fit,
     fit_population,
+    population_epoch,
 )
 from experiments.engine.objectives import (
     Classification,

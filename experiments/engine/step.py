@@ -87,9 +87,7 @@ def train_step(state: TrainState, batch, *, graphdef, tx, objective, compute_dty
                                    state.model_state)  # fmt: skip
         return loss.astype(jnp.float32), (model_state, metrics)
 
-    (loss, (model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
-    )
+    (loss, (model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state._replace(
         params=optax.apply_updates(state.params, updates),
