@@ -14,18 +14,28 @@ import jax
 import numpy as np
 
 
-def _concrete_values(value) -> np.ndarray | None:
-    """The value as a float array, or None when it is traced, a schedule or None."""
+def _concrete_values(name: str, value) -> np.ndarray | None:
+    """The value as a float array, or None when it is traced, a schedule or None.
+
+    Raises:
+      ValueError: ``value`` is not a number (a string, a bool, an object), naming ``name``.
+    """
     if value is None or callable(value) or isinstance(value, jax.core.Tracer):
         return None
     try:
-        return np.asarray(value, dtype=np.float64)
+        kind = np.asarray(value).dtype.kind
     except (TypeError, jax.errors.ConcretizationTypeError):
         return None
+    if kind not in "iuf":
+        raise ValueError(
+            f"{name}={value!r} is invalid: {name} must be a number (or a schedule), "
+            f"got {type(value).__name__}."
+        )
+    return np.asarray(value, dtype=np.float64)
 
 
 def _check(name: str, value, ok, valid: str) -> None:
-    values = _concrete_values(value)
+    values = _concrete_values(name, value)
     if values is None:
         return
     if values.size and not all(ok(float(v)) for v in values.ravel()):
