@@ -11,6 +11,8 @@ re-read by tools::
     report.plot_curves(run_dir / "loss.png", {"adam": (epochs, mean, std)}, ylabel="loss")
 
 Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display needed).
+:func:`machine` says where and when a run ran (for ``config.json`` and summaries) and
+:func:`peak_memory_mb` how much memory it took.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ import datetime
 import json
 import math
 import os
+import platform
+import resource
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -35,6 +41,45 @@ DASH = "—"
 def timestamp() -> str:
     """UTC time as ``YYYYmmdd-HHMMSS``, for default run-folder names."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def machine() -> dict[str, Any]:
+    """Where and when this ran: the UTC date, Python and JAX versions, JAX's backend, the
+    first device's kind, the device and process counts, CPU cores, machine architecture and
+    processor."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def describe_machine(info: Mapping[str, Any]) -> str:
+    """One line of :func:`machine`'s fields for a summary, e.g. ``JAX 0.10.0, cpu backend
+    (1 × cpu), 2 CPU cores, x86_64, 2026-01-31T12:00:00+00:00``."""
+    return (
+        f"JAX {info['jax']}, {info['backend']} backend ({info['device_count']} × "
+        f"{info['device_kind']}), {info['cpu_count']} CPU cores, {info['processor']}, "
+        f"{info['date_utc']}"
+    )
+
+
+def peak_memory_mb() -> float:
+    """Peak memory in MiB: the first device's peak bytes in use where the backend reports
+    them (GPU, TPU), else this process's peak resident set size (``ru_maxrss``: KiB on
+    Linux, bytes on macOS)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def make_run_dir(out: str | Path | None, prefix: str, *, root: str | Path = "runs") -> Path:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
+import os
+import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -110,3 +114,31 @@ def test_save_figure_leaves_no_partial_png(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         report.save_figure(figure, tmp_path / "loss.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_machine_names_versions_devices_and_a_utc_date():
+    info = report.machine()
+    assert info["jax"] == jax.__version__
+    assert info["backend"] == "cpu" and info["device_kind"] == "cpu"  # the test suite's JAX
+    assert info["device_count"] >= 1 and info["process_count"] == 1
+    assert info["cpu_count"] == os.cpu_count()
+    assert info["machine"] and info["processor"]
+    date = datetime.datetime.fromisoformat(info["date_utc"])
+    assert date.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.UTC) - date) < datetime.timedelta(minutes=5)
+    line = report.describe_machine(info)
+    assert f"JAX {jax.__version__}, cpu backend" in line and f"{os.cpu_count()} CPU cores" in line
+
+
+def test_peak_memory_prefers_the_device_peak_and_falls_back_to_the_process_peak(monkeypatch):
+    current_rss_mb = (
+        int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                 if line.startswith("VmRSS:")).split()[1]) / 1024
+    )  # fmt: skip
+    peak = report.peak_memory_mb()  # the CPU backend reports no peak: ru_maxrss, in KiB
+    # The kernel updates ru_maxrss lazily, so compare loosely; a unit error is a factor 1024.
+    assert current_rss_mb / 2 <= peak < 32 * current_rss_mb
+
+    device = types.SimpleNamespace(memory_stats=lambda: {"peak_bytes_in_use": 3 * 2**20})
+    monkeypatch.setattr(jax, "devices", lambda: [device])
+    assert report.peak_memory_mb() == 3.0
