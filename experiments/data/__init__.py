@@ -2,12 +2,15 @@
 
 ``digits`` (embedded in scikit-learn), ``mnist`` and ``fashion_mnist`` (original IDX
 files) and ``cifar10`` (its Python pickles), each checked against its published SHA-256
-(CIFAR-10 extracted batches: MD5); plus synthetic data in :mod:`experiments.data.synthetic`.
+(CIFAR-10 extracted batches: MD5); plus synthetic data in :mod:`experiments.data.synthetic`
+and the one seeded, stratified way to hold out a validation set or take a subset
+(:func:`split_validation`, :func:`stratified_subset`).
 See :mod:`experiments.data.loading` for where files are looked for and downloaded to.
 """
 
 from experiments.data.dataset import DataError, Dataset
 from experiments.data.loading import available, load, resolve_data_dir
+from experiments.data.split import split_validation, stratified_subset
 from experiments.data.synthetic import (
     add_label_noise,
     duplicate,
@@ -27,4 +30,6 @@ __all__ = [
     "make_classification",
     "make_regression",
     "resolve_data_dir",
+    "split_validation",
+    "stratified_subset",
 ]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from experiments.data import cifar, idx
 from experiments.data.dataset import DataError, Dataset, verify_file
 from experiments.data.download import NoNetworkError
 from experiments.data.download import download as download_file
 from experiments.data.registry import DATASETS, MNIST_FILES, DatasetSpec
+from experiments.data.split import split_validation
 
 ENV_VAR = "OPTLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/optlab"
@@ -84,15 +84,13 @@ def load(
 def load_digits_dataset() -> Dataset:
     """scikit-learn's 8×8 digits (1797 images, embedded), pixels ``/ 16``, split 1437/360.
 
-    The test set is 360 images chosen by ``train_test_split(stratify=labels,
-    random_state=0)``, so every call gives the same split.
+    The test set is 360 images held out by :func:`~experiments.data.split.split_validation`
+    (stratified, seed 0), so every call gives the same split.
     """
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[..., None]
     y = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=SPLIT_SEED
-    )
+    x_train, y_train, x_test, y_test = split_validation(x, y, DIGITS_TEST_SIZE, seed=SPLIT_SEED)
     return Dataset(
         "digits",
         x_train,
@@ -103,25 +101,26 @@ def load_digits_dataset() -> Dataset:
         meta={
             "source": "sklearn.datasets.load_digits (UCI optical digits, 8x8, 0..16)",
             "files": {},
-            "split": f"stratified train_test_split of 1797: {len(y_train)} train / "
+            "split": f"stratified split of 1797: {len(y_train)} train / "
             f"{len(y_test)} test, random_state={SPLIT_SEED}",
         },
     )
 
 
 def hold_out_validation(ds: Dataset, size: int | float) -> Dataset:
-    """Replace the test split by a stratified validation split of the training set."""
+    """Replace the test split by a validation split of the training set
+    (:func:`~experiments.data.split.split_validation`, stratified for classes, seed
+    ``SPLIT_SEED``)."""
     n = len(ds.y_train)
-    count = size if isinstance(size, int) else round(size * n)
-    if not 0 < count < n:
-        raise ValueError(f"validation={size!r} must leave 1..{n - 1} held-out examples")
-    stratify = ds.y_train if ds.num_classes > 0 else None
-    x_train, x_val, y_train, y_val = train_test_split(
-        ds.x_train, ds.y_train, test_size=count, stratify=stratify, random_state=SPLIT_SEED
-    )
+    try:
+        x_train, y_train, x_val, y_val = split_validation(
+            ds.x_train, ds.y_train, size, seed=SPLIT_SEED, stratify=ds.num_classes > 0
+        )
+    except ValueError as err:
+        raise ValueError(f"validation={size!r}: {err}") from None
     split = (
-        f"validation: {count} of the {n} training examples held out (stratified, "
-        f"random_state={SPLIT_SEED}) and returned as the test split; train {n - count}; "
+        f"validation: {len(y_val)} of the {n} training examples held out (stratified, "
+        f"random_state={SPLIT_SEED}) and returned as the test split; train {len(y_train)}; "
         "the official test set is not used"
     )
     return ds.replace(

@@ -67,6 +67,62 @@ def test_validation_holds_out_part_of_train():
         data.load("digits", validation=1437)
 
 
+# ---------------------------------------------------------------- splits
+
+
+def labelled(counts=(50, 30, 20), seed=1):
+    """Examples ``x = 0..n−1`` (so rows are identifiable) with shuffled labels per class."""
+    y = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
+    return np.arange(len(y)), y.astype(np.int32)
+
+
+def test_split_validation_is_disjoint_stratified_and_seeded():
+    x, y = labelled()
+    x_train, y_train, x_val, y_val = data.split_validation(x, y, 0.2, seed=3)
+    assert len(x_val) == 20 and len(x_train) == 80
+    assert sorted([*x_train, *x_val]) == list(range(100))  # a partition of the examples
+    np.testing.assert_array_equal(y_train, y[x_train])  # labels travel with their examples
+    assert np.bincount(y_val).tolist() == [10, 6, 4]  # 20% of each class of 50, 30, 20
+    same = data.split_validation(x, y, 0.2, seed=3)
+    np.testing.assert_array_equal(same[2], x_val)
+    other = data.split_validation(x, y, 0.2, seed=4)
+    assert set(other[2]) != set(x_val)
+
+
+def test_split_validation_counts_and_fractions():
+    x, y = labelled()
+    assert len(data.split_validation(x, y, 7)[3]) == 7
+    assert len(data.split_validation(x, y, 0.125)[3]) == 12  # round(12.5) to even
+    targets = np.linspace(0.0, 1.0, 10, dtype=np.float32)  # regression: no classes
+    assert len(data.split_validation(np.arange(10), targets, 3, stratify=False)[1]) == 7
+
+
+@pytest.mark.parametrize(
+    "held_out, message",
+    [
+        (0, "must leave 1..99"),
+        (100, "must leave 1..99"),
+        (1.0, r"fraction must be in \(0, 1\)"),
+        (True, "an int or a fraction"),
+        (2, "at least 3 \\(one per class\\) in each part"),
+    ],
+)
+def test_split_validation_rejects_sizes_that_leave_a_part_empty(held_out, message):
+    x, y = labelled()
+    with pytest.raises(ValueError, match=message):
+        data.split_validation(x, y, held_out)
+
+
+def test_stratified_subset_keeps_proportions_and_everything_when_not_smaller():
+    x, y = labelled()
+    x_sub, y_sub = data.stratified_subset(x, y, 50, seed=0)
+    assert np.bincount(y_sub).tolist() == [25, 15, 10]
+    np.testing.assert_array_equal(y_sub, y[x_sub])
+    assert data.stratified_subset(x, y, None)[0] is x and data.stratified_subset(x, y, 100)[0] is x
+    with pytest.raises(ValueError, match="subset size must be >= 1"):
+        data.stratified_subset(x, y, 0)
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(data.DataError, match="available: cifar10, digits, fashion_mnist, mnist"):
         data.load("imagenet")
