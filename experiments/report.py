@@ -215,6 +215,26 @@ def write_summary(run_dir: Path, title: str, sections: Iterable[str]) -> Path:
     return atomic_write_text(path, f"# {title}\n\n" + "\n\n".join(sections) + "\n")
 
 
+def new_figure(figsize: tuple[float, float] = (7, 4.5)) -> Figure:
+    """A figure on the Agg canvas with constrained layout (no pyplot, no display needed)."""
+    figure = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def annotated_heatmap(axes, values, *, vmin: float = 0.0, vmax: float = 1.0, digits: int = 2,
+                      fontsize: float = 7, cmap: str = "viridis"):  # fmt: skip
+    """Draw the matrix ``values`` on ``axes`` as an image with each cell's value written in
+    it (white on the darker lower 60 % of the scale); returns the image (for a colorbar)."""
+    values = np.asarray(values, float)
+    image = axes.imshow(values, vmin=vmin, vmax=vmax, cmap=cmap)
+    dark_below = vmin + 0.6 * (vmax - vmin)
+    for (row, col), value in np.ndenumerate(values):
+        axes.text(col, row, f"{value:.{digits}f}", ha="center", va="center", fontsize=fontsize,
+                  color="w" if value < dark_below else "k")  # fmt: skip
+    return image
+
+
 def plot_curves(
     path: str | Path,
     curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
@@ -225,8 +245,7 @@ def plot_curves(
     logy: bool = False,
 ) -> Path:
     """Plot ``label -> (x, mean, std or None)`` as lines with ±std bands; save a PNG."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure((7, 4.5))
     axes = figure.add_subplot()
     for label, (x, mean, std) in curves.items():
         x, mean = np.asarray(x), np.asarray(mean, float)
