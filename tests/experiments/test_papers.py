@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import optimizers as opt
-from experiments import cli, report
+from experiments import cli, engine, report
+from experiments import data as datasets
 from experiments.data import loading
-from experiments.papers import _common, _published
+from experiments.papers import _common, _published, adam
 from experiments.papers._published import Above
 from experiments.papers.bias_correction import adam_with_correction
 
@@ -148,6 +150,48 @@ def test_adam_with_correction_vmaps_over_a_traced_switch():
         adam_with_correction(1e-3, correction=0.5)
 
 
+def _images(n: int, seed: int) -> np.ndarray:
+    """``n`` random 28×28×1 images in [0, 1] (the VAE's Bernoulli targets)."""
+    return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype(np.float32)
+
+
+def _image_dataset(train: int, test: int) -> datasets.Dataset:
+    return datasets.Dataset("images", _images(train, 0), np.zeros(train, np.int32),
+                            _images(test, 1), np.zeros(test, np.int32), 10)  # fmt: skip
+
+
+def test_fig4_splits_flatten_and_keep_whole_eval_batches():
+    ds = _image_dataset(train=4, test=1200)
+    splits = adam.fig4_splits(ds, eval_batch=500)
+    np.testing.assert_array_equal(splits.train["x"], ds.x_train.reshape(4, 784))
+    np.testing.assert_array_equal(splits.evals["test"]["x"], ds.x_test[:1000].reshape(1000, 784))
+    small = adam.fig4_splits(_image_dataset(train=4, test=300), eval_batch=500)
+    assert small.evals["test"]["x"].shape == (300, 784)  # one batch of all 300
+
+
+def test_fig4_population_trains_on_the_engine_and_tests_on_fixed_noise():
+    size = adam.VAESize("t", 2, 1, (0.9,), (0.999,), (-3.0, -2.0), hidden=8, latent=2)
+    grid = adam.fig4_grid(size)
+    assert len(grid["b1"]) == 4 and list(grid["correction"]) == [1.0, 0.0, 1.0, 0.0]
+    ds = _image_dataset(train=256, test=700)
+    reports = []
+    pop = adam.train_fig4(ds, size, grid, on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2]
+    assert pop.steps_per_epoch == 2 and not pop.diverged.any()
+    train, test = pop.histories["train_loss"], pop.histories["test_loss"]
+    assert train.shape == test.shape == (4, 1, 2) and np.isfinite(test).all()
+    corrected = grid["correction"] == 1.0
+    assert (train[corrected, 0, 1] < train[corrected, 0, 0]).all()  # Adam learns
+    # The test −ELBO is the mean over the first whole batch of 500 test images (700 given)
+    # with z drawn from the fixed evaluation key, measured on the final model directly.
+    x_test = jnp.asarray(ds.x_test[:500].reshape(500, -1))
+    for p in range(4):
+        state = engine.member(pop.state, p)
+        model = nnx.merge(pop.graphdef, state.params, state.model_state)
+        expected = model.negative_elbo(x_test, jax.random.key(adam.FIG4_EVAL_SEED)).mean()
+        np.testing.assert_allclose(test[p, 0, -1], expected, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- verdicts
 
 
@@ -224,12 +268,14 @@ def test_adam_paper_figures_run_end_to_end(tmp_path, capsys, figure):
 
 
 @needs_mnist
-def test_adam_paper_fig4_bias_correction_runs_end_to_end(tmp_path):
+def test_adam_paper_fig4_bias_correction_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["adam-paper", "--figure", "4", "--tiny", "--out", str(out)]) == 0
     config, records, summary = _check_run(out, "fig4.png")
     assert {r["optimizer"] for r in records} == {"adam", "adam_without_bias_correction"}
     assert {r["b2"] for r in records} == {0.99, 0.9999}
+    assert all(np.isfinite([r["train_loss"], r["test_loss"]]).all() for r in records)
+    assert "[fig4] epoch 1/1: best training −ELBO" in capsys.readouterr().out
     assert "| with | 99 |" in summary and "| without | 111 |" in summary
     assert "instability without correction" in summary
 
