@@ -2,11 +2,12 @@
 
 Protocol, per optimizer (every optimizer gets the same initialisations and data orders):
 
-1. Hold out a stratified validation split of the training set (``--validation``, 20%).
-2. Train a population under one ``jax.vmap`` (:func:`experiments.engine.fit_population`):
-   a log grid of ``--lr-grid-size`` learning rates ``α₀ · 10^u``, u evenly spaced in
-   [−1, 1], around the registry's ``suggested_learning_rate`` α₀, × ``--seeds`` seeds, on
-   the rest of the training set. One compilation per optimizer.
+1. Hold out a stratified validation split of the training set (``--validation``, 20%;
+   ``data.load(validation=...)``, i.e. :func:`experiments.data.split_validation`).
+2. Train a population under one ``jax.vmap`` (:func:`experiments.tuning.tune`): a log grid
+   of ``--lr-grid-size`` learning rates ``α₀ · 10^u``, u evenly spaced in [−1, 1], around
+   the registry's ``suggested_learning_rate`` α₀, × ``--seeds`` seeds, on the rest of the
+   training set. One compilation per optimizer.
 3. Choose the learning rate with the lowest final validation loss, averaged over seeds
    (a diverged run counts as +∞). The test set is never used for the choice.
 4. Report the chosen rate's seeds: final training loss (full pass over the training
@@ -16,7 +17,8 @@ Protocol, per optimizer (every optimizer gets the same initialisations and data 
    per parameter measured from the state pytree.
 
 Writes to the run folder: ``config.json``, ``metrics.jsonl`` (one record per optimizer,
-seed and epoch, at the chosen rate), ``summary.md``, ``loss.png``, ``accuracy.png``.
+learning rate, seed and epoch, the chosen rate's marked ``selected``: :func:`tuning.records`),
+``summary.md``, ``loss.png``, ``accuracy.png``.
 
 Reliability options: ``--checkpoint-every N`` checkpoints each optimizer's whole
 population (stacked state of every grid × seed member, histories so far) every N epochs
@@ -30,8 +32,6 @@ non-finite updates (counted as ``skipped_steps``) instead of marking the run div
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from types import SimpleNamespace
 
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 import models
 import optimizers as opt
 from experiments import data as datasets
-from experiments import engine, report
+from experiments import engine, report, tuning
 
 COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
 EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")
@@ -134,14 +134,6 @@ def resolve_dataset(name: str) -> str:
     return name
 
 
-def learning_rate_grid(center: float, size: int) -> np.ndarray:
-    """``size`` rates ``center · 10^u``, u evenly spaced in [−1, 1] (just ``center`` if size 1)."""
-    if size < 1:
-        raise ValueError(f"--lr-grid-size must be >= 1, got {size}")
-    exponents = np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1)
-    return center * 10.0**exponents
-
-
 def settings(args: argparse.Namespace) -> dict:
     """Command-line arguments with the --quick or full defaults filled in, validated."""
     sizes = QUICK if args.quick else FULL
@@ -213,37 +205,36 @@ def checkpoint_options(name: str, cfg: dict, run_dir) -> dict:
 
 def compare_one(
     name: str, make_model, splits, config: engine.TrainConfig, cfg: dict, on_epoch, run_dir=None
-):
-    """Grid × seeds population for one optimizer; returns a result dict."""
-    info = opt.info(name)
-    grid = learning_rate_grid(info.suggested_learning_rate, cfg["lr_grid_size"])
-    pop = engine.fit_population(
-        make_model=make_model,
-        make_tx=lambda learning_rate: opt.get(name, learning_rate=learning_rate),
-        hparams={"learning_rate": grid},
-        seeds=list(range(cfg["seeds"])),
-        data=splits,
-        config=config,
+) -> dict:
+    """Grid × seeds population for one optimizer, the rate chosen on validation loss; returns
+    a result dict (``tuned``: the :class:`tuning.Tuned`, and what the report shows)."""
+    tuned = tuning.tune(
+        make_model,
+        tuning.optimizer_factory(name),
+        {"learning_rate": tuning.suggested_rates(name, cfg["lr_grid_size"])},
+        list(range(cfg["seeds"])),
+        splits,
+        config,
+        select="val_loss",
+        name=name,
         on_epoch=on_epoch,
         on_non_finite=cfg["on_non_finite"],
         **checkpoint_options(name, cfg, run_dir),
     )
-    final_val_loss = np.nan_to_num(pop.histories["val_loss"][:, :, -1], nan=np.inf).mean(axis=1)
-    best = int(np.argmin(final_val_loss))
-    chosen = {metric: values[best] for metric, values in pop.histories.items()}  # (S, epochs)
+    pop = tuned.population
+    chosen = {metric: tuned.curves(metric) for metric in pop.histories}  # (S, epochs)
     return {
         "optimizer": name,
-        "grid": grid,
-        "final_val_loss": final_val_loss,
-        "learning_rate": float(grid[best]),
-        "at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
-        "diverged": bool(pop.diverged[best].any()),
+        "tuned": tuned,
+        "learning_rate": tuned.chosen["learning_rate"],
+        "at_grid_edge": tuned.at_grid_edge(),
+        "diverged": tuned.diverged,
         "history": chosen,
         "epochs_to_target": epochs_to_target(chosen["train_loss"].mean(0), cfg["target_loss"]),
         "step_time_s": float(np.median(pop.epoch_time_s) / pop.steps_per_epoch),
         "state_bytes_per_param": state_bytes_per_param(pop.state),
         "compile_time_s": pop.compile_time_s,
-        "state_per_param": info.state_per_param,
+        "state_per_param": opt.info(name).state_per_param,
     }
 
 
@@ -305,9 +296,7 @@ def write_config(run_dir, cfg, model_options, config, splits, data_meta) -> None
             "train": config,
             "data": {"train": len(splits.x_train), "val": len(splits.x_val),
                      "test": len(splits.x_test), "meta": data_meta},
-            "jax": jax.__version__,
-            "device": str(jax.devices()[0]),
-            "processes": jax.process_count(),
+            "machine": report.machine(),
         },
     )  # fmt: skip
 
@@ -317,16 +306,12 @@ def write_run(run_dir, cfg, results, meta) -> None:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     with report.MetricsWriter(run_dir) as metrics:
         for r in results:
-            for seed in range(cfg["seeds"]):
-                for epoch in range(cfg["epochs"]):
-                    record = {"optimizer": r["optimizer"], "learning_rate": r["learning_rate"]}
-                    record.update(seed=seed, epoch=epoch + 1)
-                    record.update({m: v[seed, epoch] for m, v in r["history"].items()})
-                    metrics.write(record)
+            for record in tuning.records(r["tuned"]):
+                metrics.write(record)
 
     search_rows = [
         [r["optimizer"], *(f"{lr:.3g}: {report.format_number(v)}" for lr, v in zip(
-            r["grid"], r["final_val_loss"], strict=True))]
+            r["tuned"].grid["learning_rate"], r["tuned"].search(), strict=True))]
         for r in results
     ]  # fmt: skip
     sections = [
@@ -342,9 +327,9 @@ def write_run(run_dir, cfg, results, meta) -> None:
         ),
         "## Measurement",
         f"Wall time {meta['wall_time_s']:.1f} s (compilation included: "
-        f"{meta['compile_time_s']:.1f} s of epoch compilation) on {meta['device']}, "
-        f"{meta['cpu_count']} CPU cores visible. Step time is the median over epochs of one "
-        "training epoch of the whole vmapped population divided by its steps.",
+        f"{meta['compile_time_s']:.1f} s of epoch compilation); "
+        f"{report.describe_machine(meta['machine'])}. Step time is the median over epochs of "
+        "one training epoch of the whole vmapped population divided by its steps.",
     ]
     report.write_summary(run_dir, f"Optimizer comparison on {cfg['dataset']}", sections)
 
@@ -422,8 +407,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "wall_time_s": time.perf_counter() - start,
         "compile_time_s": sum(r["compile_time_s"] for r in results),
-        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(),
+        "machine": report.machine(),
     }
     if not writes_report:
         return 0

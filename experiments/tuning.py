@@ -1,9 +1,12 @@
 """One hyperparameter protocol for every program: grid → population → choice → records.
 
 1. A grid: a log grid of learning rates ``α₀ · 10^u``, u evenly spaced in [−d, d]
-   (:func:`log_grid`), or the product of several axes (:func:`product_grid`);
+   (:func:`log_grid`; α₀ the registry's suggested rate: :func:`suggested_rates`), one
+   from ``low`` to ``high`` (:func:`log_range`), or the product of several axes
+   (:func:`product_grid`);
 2. the whole grid × seeds trained as ONE population (``engine.fit_population``: one
-   compilation, one ``vmap``);
+   compilation, one ``vmap``), each member's optimizer built by one factory shape,
+   ``make_tx(**hparams)`` (:func:`optimizer_factory`);
 3. the configuration with the best seed-mean final value of a validation metric is chosen
    (:func:`choose`; a diverged run, NaN, counts as the worst value);
 4. records: one row per (configuration, seed, epoch) for ``metrics.jsonl``
@@ -16,11 +19,14 @@ whose protocol picked on test error).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import optax
 
+import optimizers as opt
 from experiments import engine
 
 LOWER_IS_BETTER = ("loss", "error")
@@ -37,6 +43,20 @@ def log_grid(center: float, size: int, decades: float = 1.0) -> np.ndarray:
     return center * 10.0**exponents
 
 
+def suggested_rates(optimizer: str, size: int, decades: float = 1.0) -> np.ndarray:
+    """:func:`log_grid` around the registry's ``suggested_learning_rate`` of ``optimizer``."""
+    return log_grid(opt.info(optimizer).suggested_learning_rate, size, decades)
+
+
+def log_range(low: float, high: float, size: int) -> np.ndarray:
+    """``size`` log-spaced values from ``low`` to ``high``, both included."""
+    if not isinstance(size, int | np.integer) or size < 1:
+        raise ValueError(f"grid size must be a positive integer, got {size!r}")
+    if not 0 < low <= high:
+        raise ValueError(f"a log range needs 0 < low <= high, got {low!r}, {high!r}")
+    return np.logspace(math.log10(low), math.log10(high), size)
+
+
 def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
     """The Cartesian product of ``axes`` as parallel arrays (first axis slowest):
     ``product_grid(learning_rate=[a, b], momentum=[m])`` → ``{"learning_rate": [a, b],
@@ -45,6 +65,25 @@ def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:
         raise ValueError(f"every grid axis needs at least one value, got {axes}")
     rows = list(itertools.product(*axes.values()))
     return {name: np.array([row[i] for row in rows]) for i, name in enumerate(axes)}
+
+
+def optimizer_factory(
+    name: str, schedule: Callable[[Any], optax.Schedule] | None = None, **fixed: Any
+) -> Callable[..., optax.GradientTransformation]:
+    """``make_tx(**hparams) -> opt.get(name, **fixed, **hparams)``: the one factory shape
+    ``engine.fit_population`` and the studies' simulator call (values may be traced).
+
+    With ``schedule`` (``learning_rate -> optax.Schedule``, e.g. a ``functools.partial`` of
+    ``schedules.build``) the optimizer gets ``schedule(learning_rate)`` as its rate.
+    """
+    opt.info(name)  # an unknown name fails here, with the valid names, not inside a trace
+
+    def make_tx(**hparams: Any) -> optax.GradientTransformation:
+        if schedule is not None:
+            hparams["learning_rate"] = schedule(hparams["learning_rate"])
+        return opt.get(name, **fixed, **hparams)
+
+    return make_tx
 
 
 def higher_is_better(metric: str) -> bool:
@@ -65,19 +104,17 @@ class Tuned(NamedTuple):
 
     Attributes:
       name: what was tuned (an optimizer's name).
-      population: the ``engine.PopulationResult``; ``population.hparams`` is the grid.
+      population: the ``engine.PopulationResult`` (its ``hparams`` in float32, as trained).
       select: the metric the choice was made on (e.g. ``"val_loss"``).
       index: the chosen configuration.
+      grid: name -> ``(P,)`` the grid as asked for (float64).
     """
 
     name: str
     population: engine.PopulationResult
     select: str
     index: int
-
-    @property
-    def grid(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, np.float64) for k, v in self.population.hparams.items()}
+    grid: dict[str, np.ndarray]
 
     @property
     def chosen(self) -> dict[str, float]:
@@ -122,20 +159,23 @@ def tune(
 ) -> Tuned:
     """Train ``hparams × seeds`` as one population and choose on ``select``.
 
-    ``select`` names a history metric (``val_loss``, ``val_accuracy``, ``train_loss``,
-    ``test_error`` ...): losses and errors are minimised, accuracies maximised, at the
-    last epoch, averaged over seeds. ``fit_options`` go to ``engine.fit_population``
+    ``select`` names a history metric (``val_loss``, ``val_accuracy``, ``train_loss`` ...),
+    or ``<split>_error``, added to the histories as ``100 · (1 − <split>_accuracy)``:
+    losses and errors are minimised, accuracies maximised, at the last epoch, averaged over
+    seeds. ``fit_options`` go to ``engine.fit_population``
     (``loss``, ``on_epoch``, checkpointing, ``on_non_finite`` ...).
     """
     population = engine.fit_population(make_model, make_tx, hparams, seeds, data, config,
                                        **fit_options)  # fmt: skip
     histories = population.histories
-    if select == "test_error" and "test_accuracy" in histories:
-        histories["test_error"] = 100.0 * (1.0 - histories["test_accuracy"])
+    split, _, kind = select.rpartition("_")
+    if kind == "error" and f"{split}_accuracy" in histories:  # e.g. test_error, in %
+        histories[select] = 100.0 * (1.0 - histories[f"{split}_accuracy"])
     if select not in histories:
         raise ValueError(f"select {select!r} is not a metric of this run: {sorted(histories)}")
     index = choose(histories[select][:, :, -1], maximise=higher_is_better(select))
-    return Tuned(name, population, select, index)
+    grid = {key: np.asarray(values, np.float64) for key, values in hparams.items()}
+    return Tuned(name, population, select, index, grid)
 
 
 def records(tuned: Tuned, **fields: Any) -> list[dict[str, Any]]:
