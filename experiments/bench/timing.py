@@ -9,15 +9,15 @@ the median of its repeats and the interquartile range ``IQR = q3 - q1``.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
+import optax
+
+from experiments import report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,18 +83,6 @@ def interleaved(
 
 
 def environment() -> dict[str, Any]:
-    """What the figures were measured on: device, versions, date."""
-    import optax
-
-    device = jax.devices()[0]
-    return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-    }
+    """What the figures were measured on: :func:`experiments.report.machine` (device,
+    versions, date) and Optax's version."""
+    return {**report.machine(), "optax": optax.__version__}
