@@ -10,7 +10,10 @@ re-read by tools::
     report.write_summary(run_dir, "Title", [report.markdown_table(headers, rows)])
     report.plot_curves(run_dir / "loss.png", {"adam": (epochs, mean, std)}, ylabel="loss")
 
-Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display needed).
+Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display needed), and
+every figure is made here: :func:`new_figure`, drawn with :func:`draw_curves` (mean lines
+with ±std bands) and :func:`style_axes`, or whole by :func:`plot_curves` and
+:func:`plot_panels`.
 :func:`machine` says where and when a run ran (for ``config.json`` and summaries) and
 :func:`peak_memory_mb` how much memory it took.
 """
@@ -235,9 +238,51 @@ def annotated_heatmap(axes, values, *, vmin: float = 0.0, vmax: float = 1.0, dig
     return image
 
 
+Curves = Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]
+DOTTED_BELOW = 12  # draw_curves(dots=True) marks the points of curves shorter than this
+
+
+def draw_curves(axes, curves: Curves, *, dots: bool = False) -> dict[str, str]:
+    """Draw ``label -> (x, mean, std or None)`` on ``axes``: a line per curve with a ±std
+    band (and, with ``dots``, its points marked when it has fewer than ``DOTTED_BELOW``);
+    returns label -> the line's colour."""
+    colors = {}
+    for label, (x, mean, std) in curves.items():
+        x, mean = np.asarray(x, float), np.asarray(mean, float)
+        marker = "." if dots and len(x) < DOTTED_BELOW else None
+        (line,) = axes.plot(x, mean, label=label, lw=1.5, marker=marker)
+        if std is not None:
+            std = np.asarray(std, float)
+            axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+        colors[label] = line.get_color()
+    return colors
+
+
+def style_axes(
+    axes,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    legend_size: str | float = "small",
+    legend_columns: int = 1,
+) -> None:
+    """Labels, log scales, a light grid and (when anything is labelled) a legend."""
+    if logx:
+        axes.set_xscale("log")
+    if logy:
+        axes.set_yscale("log")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=legend_size, ncol=legend_columns)
+
+
 def plot_curves(
     path: str | Path,
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
+    curves: Curves,
     *,
     xlabel: str = "epoch",
     ylabel: str,
@@ -247,16 +292,35 @@ def plot_curves(
     """Plot ``label -> (x, mean, std or None)`` as lines with ±std bands; save a PNG."""
     figure = new_figure((7, 4.5))
     axes = figure.add_subplot()
-    for label, (x, mean, std) in curves.items():
-        x, mean = np.asarray(x), np.asarray(mean, float)
-        (line,) = axes.plot(x, mean, label=label, lw=1.5)
-        if std is not None:
-            std = np.asarray(std, float)
-            axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-    if logy:
-        axes.set_yscale("log")
-    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
+    draw_curves(axes, curves)
+    style_axes(axes, xlabel=xlabel, ylabel=ylabel, title=title, logy=logy,
+               legend_columns=2 if len(curves) > 8 else 1)  # fmt: skip
     return save_figure(figure, path)
+
+
+def plot_panels(
+    path: str | Path,
+    panels: Mapping[str, Curves],
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    suptitle: str = "",
+    columns: int = 3,
+) -> Path:
+    """One panel per ``title -> curves`` (as :func:`plot_curves`', points dotted on short
+    curves), ``columns`` panels a row; save a PNG."""
+    rows = -(-len(panels) // columns)
+    columns = min(columns, len(panels))
+    figure = new_figure((4.2 * columns, 3.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (title, curves) in zip(axes, panels.items(), strict=False):
+        draw_curves(ax, curves, dots=True)
+        style_axes(ax, xlabel=xlabel, ylabel=ylabel, title=title, logx=logx, logy=logy,
+                   legend_size=7)  # fmt: skip
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if suptitle:
+        figure.suptitle(suptitle)
+    return save_figure(figure, path, dpi=80)

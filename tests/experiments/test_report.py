@@ -82,6 +82,31 @@ def test_plot_curves_writes_a_png(tmp_path):
     assert content.startswith(PNG_MAGIC) and len(content) > 5000
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    header = path.read_bytes()[16:24]
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+def test_draw_curves_gives_each_curve_a_colour_its_band_and_dots_on_short_ones():
+    figure = report.new_figure()
+    axes = figure.add_subplot()
+    x = np.arange(1, 6)
+    colors = report.draw_curves(axes, {"a": (x, x, 0.1 * x), "b": (x, 2 * x, None)}, dots=True)
+    assert list(colors) == ["a", "b"] and colors["a"] != colors["b"]
+    assert [line.get_marker() for line in axes.lines] == [".", "."]
+    assert len(axes.collections) == 1  # one ±std band: "b" has no std
+    report.style_axes(axes, xlabel="epoch", ylabel="loss", logy=True)
+    assert axes.get_yscale() == "log" and axes.get_legend() is not None
+
+
+def test_plot_panels_lays_out_rows_of_columns(tmp_path):
+    x = np.arange(1, 4)
+    panels = {f"panel {i}": {"adam": (x, x / (i + 1), None)} for i in range(4)}
+    path = report.plot_panels(tmp_path / "p.png", panels, xlabel="epoch", ylabel="loss")
+    assert png_size(path) == (1008, 528)  # 3 columns of 4.2 in × 2 rows of 3.3 in, 80 dpi
+
+
 def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path, monkeypatch):
     """A write that fails midway (simulated ENOSPC) leaves the previous file and no temporary."""
     import errno
