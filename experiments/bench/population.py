@@ -1,11 +1,22 @@
 """``optlab bench population``: P training runs at once under ``vmap`` vs one after another.
 
-P members (Adam, learning rates log-spaced in [1e-4, 1e-2], one seed each) of the Adam
-paper's MNIST MLP train one epoch of ``steps`` minibatches of 128 as ONE compiled function:
-``vmap`` of the engine's epoch over the members' states and learning rates, state donated.
-Sequential runs are the P = 1 function called P times, so ``sequential_s = P · t_1``; the
-figures are ``t_P / t_1`` (time of P vmapped runs relative to one; ideal 1 while the
-device has idle lanes, P when it was already full) and the speed-up ``P · t_1 / t_P``.
+P members (Adam, learning rates log-spaced in [1e-4, 1e-2], one initial key each) of the
+Adam paper's MNIST MLP train one epoch of ``steps`` minibatches of 128 as ONE compiled
+function: ``vmap`` of the engine's epoch over the members' states and learning rates,
+state donated (P = 1 runs the member itself, unvmapped, as :func:`engine.fit` does).
+
+Sequential runs are measured, not computed: the P = 1 compiled epoch called once per
+member, on its own copy of that member's state, P calls dispatched back to back and waited
+on together (the most favourable order for the loop), timed in the same interleaved run as
+the vmapped candidates (``experiments/bench/timing.py``). The figures per P are
+``t_P / t_1`` (P vmapped runs relative to one; ideal 1 while the device has idle lanes, P
+once it is full) and the speed-up ``sequential_s / vmapped_s``.
+
+Both candidates of a size train the same members from the same states for the same
+number of epochs (warm-up + repeats), so after timing member ``p`` of the vmapped
+population and the solo run ``p`` must hold the same parameters up to rounding:
+``max_param_diff = max_{p, i} |θ_vmapped[p]_i − θ_solo[p]_i|`` reports it.
+
 On a 2-core CPU vmap has little to fill and can lose to a loop; on a GPU the goal is
 ``t_32 ≤ 3 t_1``.
 """
@@ -13,30 +24,35 @@ On a 2-core CPU vmap has little to fill and can lose to a loop; on a GPU the goa
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
+import models
+import optimizers as opt
+from experiments import engine
 from experiments.bench import timing
 from experiments.bench.train import BATCH_SIZE, load_data
 
 INPUT_SHAPE = (28, 28, 1)
 
 
-def initial_states(size: int, widths):
-    """``(graphdef, states, learning_rates)`` of ``size`` members: seeds 0..size-1, learning
-    rates log-spaced in [1e-4, 1e-2]; built under one ``vmap`` (so one compilation)."""
-    from flax import nnx
+def make_adam(learning_rate):
+    return opt.adam(learning_rate)
 
-    import models
-    import optimizers as opt
-    from experiments import engine
+
+def initial_states(size: int, widths):
+    """``(graphdef, states, learning_rates)`` of ``size`` members: keys split from key 0,
+    learning rates log-spaced in [1e-4, 1e-2]; built under one ``vmap`` (one compilation)."""
 
     def make_model(key):
         return models.build("mlp", INPUT_SHAPE, 10, seed=key, widths=widths)
 
     def init_member(key, learning_rate):
-        return engine.init_state(make_model(key), opt.adam(learning_rate), key)[1]
+        return engine.init_state(make_model(key), make_adam(learning_rate), key)[1]
 
     keys = jax.random.split(jax.random.key(0), size)
     learning_rates = jnp.logspace(-4, -2, size)
@@ -44,29 +60,50 @@ def initial_states(size: int, widths):
     return graphdef, jax.jit(jax.vmap(init_member))(keys, learning_rates), learning_rates
 
 
-def population_epoch(graphdef, states, learning_rates, x, y):
-    """A zero-argument callable training the members of ``states`` for one epoch each, as
-    one ``vmap`` of the engine's epoch."""
-    import optimizers as opt
-    from experiments import engine
-
+def population_epoch(graphdef, *, single: bool) -> Callable:
+    """The engine's epoch of Adam members, jitted with the states donated:
+    ``(states, {"learning_rate": (P,)}, train, train_size, objective) -> (states, output,
+    finite)``; ``single``: a population of one, run unvmapped."""
     config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
+    return jax.jit(
+        engine.population_epoch(graphdef, make_adam, config, single=single), donate_argnums=0
+    )
 
-    def make_tx(learning_rate):
-        return opt.adam(learning_rate)
 
-    single = len(learning_rates) == 1
-    epoch = jax.jit(engine.population_epoch(graphdef, make_tx, config, single=single))
-    train = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+def members(states, start: int, stop: int):
+    """Members ``start..stop-1`` of stacked ``states``, as a stacked copy of their own."""
+    return jax.tree.map(lambda a: jnp.array(a[start:stop], copy=True), states)
+
+
+def epoch_runner(epoch: Callable, states, learning_rates, train):
+    """``(run, current)``: ``run()`` trains ``states`` (a copy of its own, carried from call
+    to call) for one epoch with ``epoch`` and returns the members' mean losses;
+    ``current()`` is the states now."""
     hparams = {"learning_rate": jnp.asarray(learning_rates)}
     objective = engine.Classification()
-    carry = [states]
+    carry = [jax.tree.map(lambda a: jnp.array(a, copy=True), states)]
 
     def run():
-        carry[0], output, finite = epoch(carry[0], hparams, train, None, objective)
-        return output.loss, finite
+        carry[0], output, _ = epoch(carry[0], hparams, train, None, objective)
+        return output.loss
 
-    return run
+    return run, lambda: carry[0]
+
+
+def one_after_another(runs: list[Callable]) -> Callable:
+    """A zero-argument callable calling each of ``runs`` once, in order."""
+    return lambda: [run() for run in runs]
+
+
+def max_param_diff(stacked, solos) -> float:
+    """``max |θ_stacked[p] − θ_solo_p|`` over members ``p`` and parameters; ``solos[p]`` is
+    a population of one (leading axis 1)."""
+    diffs = [
+        np.max(np.abs(np.asarray(a[p], np.float64) - np.asarray(b[0], np.float64)))
+        for p, solo in enumerate(solos)
+        for a, b in zip(jax.tree.leaves(stacked.params), jax.tree.leaves(solo.params), strict=True)
+    ]
+    return float(max(diffs))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,36 +119,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(args: argparse.Namespace) -> dict:
     sizes = args.sizes or ([1, 2, 4] if args.quick else [1, 4, 16, 32, 64])
-    if 1 not in sizes:
-        sizes = [1, *sizes]
+    if min(sizes) < 1:
+        raise ValueError(f"population sizes must be >= 1, got {sizes}")
+    sizes = sorted({1, *sizes})  # P = 1 is the reference of t_P / t_1
     steps = args.steps or (2 if args.quick else 10)
     widths = args.widths or ((32,) if args.quick else (1000, 1000))
     repeats = args.repeats or (2 if args.quick else 5)
     x, y, source = load_data("mnist", INPUT_SHAPE, steps * BATCH_SIZE, args.synthetic)
+    train = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     graphdef, states, learning_rates = initial_states(max(sizes), widths)
-    candidates = {
-        size: population_epoch(
-            graphdef, jax.tree.map(lambda a, p=size: a[:p], states), learning_rates[:size], x, y
-        )
-        for size in sizes
-    }
+    solo_epoch = population_epoch(graphdef, single=True)
+    vmapped_epoch = population_epoch(graphdef, single=False)
+    vmapped, solos, candidates = {}, {}, {}
+    for size in sizes:
+        epoch = solo_epoch if size == 1 else vmapped_epoch
+        vmapped[size] = epoch_runner(epoch, members(states, 0, size), learning_rates[:size], train)
+        solos[size] = [
+            epoch_runner(solo_epoch, members(states, p, p + 1), learning_rates[p : p + 1], train)
+            for p in range(size)
+        ]
+        candidates[f"vmapped {size}"] = vmapped[size][0]
+        candidates[f"sequential {size}"] = one_after_another([run for run, _ in solos[size]])
     times = timing.interleaved(candidates, repeats=repeats)
-    one = times[1].median_s
-    rows = [
-        {
-            "P": size,
-            "vmapped_s": t.median_s,
-            "vmapped_iqr_s": t.iqr_s,
-            "sequential_s": size * one,
-            "vmapped_over_one": t.median_s / one,
-            "speedup_vs_sequential": size * one / t.median_s,
-            "runs_per_s": size / t.median_s,
-        }
-        for size, t in times.items()
-    ]
+    one = times["vmapped 1"].median_s
+    rows = []
+    for size in sizes:
+        together, apart = times[f"vmapped {size}"], times[f"sequential {size}"]
+        rows.append(
+            {
+                "P": size,
+                "vmapped_s": together.median_s,
+                "vmapped_iqr_s": together.iqr_s,
+                "sequential_s": apart.median_s,
+                "sequential_iqr_s": apart.iqr_s,
+                "vmapped_over_one": together.median_s / one,
+                "speedup_vs_sequential": apart.median_s / together.median_s,
+                "runs_per_s": size / together.median_s,
+                "max_param_diff": max_param_diff(
+                    vmapped[size][1](), [current() for _, current in solos[size]]
+                ),
+            }
+        )
     notes = [
         f"MLP 784-{'-'.join(map(str, widths))}-10, Adam, {steps} steps of {BATCH_SIZE}; {source}",
-        "sequential_s = P x (P=1 epoch time): the same compiled function called P times",
+        "sequential_s: measured, the P=1 compiled epoch called once per member (P calls "
+        "back to back), interleaved with the vmapped candidates",
+        f"max_param_diff: max |vmapped member p - solo run p| over parameters after "
+        f"{1 + repeats} epochs each",
     ]
     config = {"sizes": sizes, "steps": steps, "widths": list(widths), "repeats": repeats}
     return {"config": config, "environment": timing.environment(), "rows": rows, "notes": notes}

@@ -3,7 +3,8 @@
 For each Adam-family optimizer, ``mu_dtype=float32`` and ``mu_dtype=bfloat16`` side by side:
 
 - ``state_B_per_param``: ``sum of tx.init(params)'s leaves' nbytes / parameters`` on the
-  model's tree (Adam: ``4 + 4 = 8`` B with a float32 ``m``, ``2 + 4 = 6`` B with bfloat16).
+  model's tree (Adam: ``4 + 4 = 8`` B with a float32 ``m``, ``2 + 4 = 6`` B with bfloat16),
+  and ``state_dtypes``, the floating dtypes found in that state.
 - ``step_hlo_B_per_param``: bytes per parameter that the compiled step reads and writes
   (counted from its HLO as in ``optlab bench roofline``).
 - ``step_over_float32``: median time of one jitted, donated ``tx.update`` + ``apply_updates``
@@ -28,9 +29,14 @@ import inspect
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.stats
+from flax import nnx
 
+import models
+import optimizers as opt
+from experiments import data, engine
 from experiments.bench import csv_list, roofline, step, timing
 from experiments.bench.memory import state_bytes_per_param
 
@@ -42,8 +48,6 @@ DATASETS = ("digits", "mnist", "fashion_mnist")
 
 def optimizers_with_mu_dtype() -> list[str]:
     """Registered optimizers whose factory takes a ``mu_dtype`` argument."""
-    import optimizers as opt
-
     return [
         name
         for name in opt.available()
@@ -62,8 +66,6 @@ def check_optimizers(names: list[str]) -> list[str]:
 
 def load_subset(name: str, train_size: int | None):
     """The dataset ``name`` (local files only) with its first ``train_size`` training examples."""
-    from experiments import data
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if train_size is not None and train_size < 1:
@@ -76,19 +78,22 @@ def load_subset(name: str, train_size: int | None):
 
 def mlp_shapes(input_shape, num_classes: int, widths) -> dict[str, tuple[int, ...]]:
     """Shapes of the MLP's ``nnx.Param`` leaves, by path (from shapes only, nothing runs)."""
-    from flax import nnx
-
-    import models
-
     model = nnx.eval_shape(lambda: models.build("mlp", input_shape, num_classes, widths=widths))
     leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
     return {jax.tree_util.keystr(path): leaf.shape for path, leaf in leaves}
 
 
+def state_dtypes(tx, params) -> str:
+    """The floating dtypes of ``tx.init(params)``'s leaves, sorted, comma-separated (from
+    shapes only): ``"bfloat16,float32"`` for Adam with a bfloat16 ``m``."""
+    state = jax.eval_shape(tx.init, params)
+    leaves = jax.tree.leaves(state)
+    floating = {str(leaf.dtype) for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    return ",".join(sorted(floating))
+
+
 def step_traffic(name: str, params, grads) -> dict[str, float]:
     """mu_dtype -> bytes per parameter the compiled step moves (``roofline.hlo_traffic``)."""
-    import optimizers as opt
-
     n = step.count_params(params)
     return {
         mu_dtype: roofline.hlo_traffic(
@@ -103,8 +108,6 @@ def step_traffic(name: str, params, grads) -> dict[str, float]:
 
 def step_times(name: str, params, grads, repeats: int) -> dict[str, timing.Timing]:
     """mu_dtype -> interleaved timing of one donated step of ``name`` on ``params``."""
-    import optimizers as opt
-
     candidates = {
         mu_dtype: step.stepper(opt.get(name, learning_rate=1e-3, mu_dtype=mu_dtype), params, grads)
         for mu_dtype in MU_DTYPES
@@ -114,9 +117,6 @@ def step_times(name: str, params, grads, repeats: int) -> dict[str, timing.Timin
 
 def train_population(name: str, mu_dtype: str, ds, widths, learning_rates, seeds, epochs: int):
     """Final ``{metric: (P, S)}`` of the MLP trained with ``name(mu_dtype=mu_dtype)``."""
-    import models
-    import optimizers as opt
-    from experiments import engine
 
     def make_model(key):
         return models.build("mlp", ds.input_shape, ds.num_classes, seed=key, widths=widths)
@@ -156,7 +156,8 @@ def mean_std(values: np.ndarray) -> tuple[float, float]:
 
 
 def optimizer_rows(name, states, traffic, times, finals, learning_rates) -> list[dict]:
-    """One row per (mu_dtype, learning rate) of optimizer ``name``."""
+    """One row per (mu_dtype, learning rate) of optimizer ``name``; ``states``: mu_dtype ->
+    (state bytes per parameter, state dtypes)."""
     rows = []
     for mu_dtype in MU_DTYPES:
         for p, learning_rate in enumerate(learning_rates):
@@ -166,7 +167,8 @@ def optimizer_rows(name, states, traffic, times, finals, learning_rates) -> list
                 "optimizer": name,
                 "mu_dtype": mu_dtype,
                 "learning_rate": learning_rate,
-                "state_B_per_param": states[mu_dtype],
+                "state_B_per_param": states[mu_dtype][0],
+                "state_dtypes": states[mu_dtype][1],
                 "step_hlo_B_per_param": traffic[mu_dtype],
                 "step_ms": 1e3 * times[mu_dtype].median_s,
                 "step_iqr_ms": 1e3 * times[mu_dtype].iqr_s,
@@ -205,8 +207,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import optimizers as opt
-
     names = check_optimizers(args.optimizers or list(DEFAULT_OPTIMIZERS))
     quick = args.quick
     dataset = args.dataset or ("digits" if quick else "mnist")
@@ -226,11 +226,12 @@ def measure(args: argparse.Namespace) -> dict:
     seeds = list(range(num_seeds))
     rows = []
     for name in names:
+        txs = {
+            mu_dtype: opt.get(name, learning_rate=1e-3, mu_dtype=mu_dtype) for mu_dtype in MU_DTYPES
+        }
         states = {
-            mu_dtype: state_bytes_per_param(
-                opt.get(name, learning_rate=1e-3, mu_dtype=mu_dtype), params
-            )
-            for mu_dtype in MU_DTYPES
+            mu_dtype: (state_bytes_per_param(tx, params), state_dtypes(tx, params))
+            for mu_dtype, tx in txs.items()
         }
         traffic = step_traffic(name, params, grads)
         times = step_times(name, params, grads, repeats)

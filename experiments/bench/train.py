@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 import models
 import optimizers as opt
@@ -37,6 +40,18 @@ WORKLOADS = {
         "cifar10", (32, 32, 3), "adam_cnn", {}, {"channels": (8, 8, 16), "dense": 64}, 40
     ),
 }  # fmt: skip
+
+
+class Candidate(NamedTuple):
+    """One framework's training loop on a workload, with state of its own.
+
+    ``run()`` trains one epoch (carrying the weights and optimizer state from call to
+    call) and returns something to wait on; ``train_loss()`` is the mean cross-entropy of
+    the current weights over the workload's examples, in eval mode.
+    """
+
+    run: Callable[[], Any]
+    train_loss: Callable[[], float]
 
 
 def import_torch():
@@ -71,7 +86,6 @@ def load_data(dataset: str, input_shape, num_examples: int | None, synthetic: bo
 def _build(model_name: str, options: dict, input_shape):
     """``(graphdef, params, model_state)`` of the workload's model, initialised compiled
     (much faster than running the initialisers op by op)."""
-    from flax import nnx
 
     def make_model():
         return models.build(model_name, input_shape, 10, seed=0, **options)
@@ -81,9 +95,29 @@ def _build(model_name: str, options: dict, input_shape):
     return graphdef, params, model_state
 
 
-def jax_epoch(model_name: str, options: dict, x, y):
-    """A zero-argument callable running one engine epoch of Adam over ``(x, y)``: the very
-    function :func:`engine.fit` compiles (metrics, finiteness, state check included)."""
+def mean_cross_entropy(graphdef, x, y):
+    """``(params, model_state) -> −(1/n) Σ_{i<n} log softmax(f_θ(x_i))[y_i]`` in eval mode
+    over the first ``n = ⌊N/B⌋·B`` examples, in minibatches of ``B``; jitted."""
+    steps = len(x) // BATCH_SIZE
+    x = jnp.asarray(x[: steps * BATCH_SIZE]).reshape(steps, BATCH_SIZE, *x.shape[1:])
+    y = jnp.asarray(y[: steps * BATCH_SIZE]).reshape(steps, BATCH_SIZE)
+
+    @jax.jit
+    def loss(params, model_state):
+        model = nnx.merge(graphdef, params, model_state)
+
+        def batch_loss(batch):
+            logits = model(batch[0], train=False)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
+
+        return jax.lax.map(batch_loss, (x, y)).mean()
+
+    return lambda params, model_state: float(loss(params, model_state))
+
+
+def jax_epoch(model_name: str, options: dict, x, y) -> Candidate:
+    """One engine epoch of Adam over ``(x, y)``: the very function :func:`engine.fit`
+    compiles (metrics, finiteness, state check included), on seed 0's training key."""
     graphdef, params, model_state = _build(model_name, options, x.shape[1:])
     config = engine.TrainConfig(epochs=1, batch_size=BATCH_SIZE)
 
@@ -104,15 +138,19 @@ def jax_epoch(model_name: str, options: dict, x, y):
         carry[0], output, finite = epoch(carry[0], {}, train, None, objective)
         return output.loss, finite
 
-    return run
+    def train_loss():
+        state = engine.member(carry[0], 0)
+        return loss(state.params, state.model_state)
+
+    loss = mean_cross_entropy(graphdef, x, y)
+    return Candidate(run, train_loss)
 
 
-def minimal_epoch(model_name: str, options: dict, x, y):
-    """A zero-argument callable running the smallest jax + optax epoch over ``(x, y)``: one
-    ``lax.scan`` over the same minibatch indices (the same gather inside the scan) of
-    cross-entropy, ``value_and_grad`` and ``optax.adam``; no metrics, no guard."""
-    from flax import nnx
-
+def minimal_epoch(model_name: str, options: dict, x, y) -> Candidate:
+    """The smallest jax + optax epoch over ``(x, y)``: one ``lax.scan`` of cross-entropy,
+    ``grad`` and ``optax.adam`` over minibatch indices gathered inside the scan; no
+    metrics, no guard. Same initial weights and key (seed 0's training key, split per
+    epoch into the permutation's key) as :func:`jax_epoch`, hence the same minibatches."""
     graphdef, params, model_state = _build(model_name, options, x.shape[1:])
     tx = optax.adam(LEARNING_RATE)
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -124,7 +162,7 @@ def minimal_epoch(model_name: str, options: dict, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     @jax.jit
-    def epoch(params, opt_state, key):
+    def epoch(params, opt_state, key, step):
         key, perm_key = jax.random.split(key)
         order = jax.random.permutation(perm_key, len(x))[: steps * BATCH_SIZE]
 
@@ -134,18 +172,19 @@ def minimal_epoch(model_name: str, options: dict, x, y):
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, step + 1), None
 
-        (params, opt_state, _), _ = jax.lax.scan(
-            body, (params, opt_state, 0), order.reshape(steps, BATCH_SIZE)
+        (params, opt_state, step), _ = jax.lax.scan(
+            body, (params, opt_state, step), order.reshape(steps, BATCH_SIZE)
         )
-        return params, opt_state, key
+        return params, opt_state, key, step
 
-    carry = [(params, tx.init(params), jax.random.key(0))]
+    carry = [(params, tx.init(params), engine.seed_keys(0)[1], jnp.zeros((), jnp.int32))]
 
     def run():
         carry[0] = epoch(*carry[0])
         return carry[0]
 
-    return run
+    loss = mean_cross_entropy(graphdef, x, y)
+    return Candidate(run, lambda: loss(carry[0][0], model_state))
 
 
 def lecun_normal_(torch, module) -> None:
@@ -184,9 +223,9 @@ def torch_model(torch, model_name: str, options: dict, input_shape):
     return model
 
 
-def torch_epoch(torch, model, x, y):
-    """A zero-argument callable running one PyTorch epoch of Adam on ``model`` over ``(x, y)``
-    (NHWC images, as ours; moved to NCHW here)."""
+def torch_epoch(torch, model, x, y) -> Candidate:
+    """One PyTorch epoch of Adam on ``model`` over ``(x, y)`` (NHWC images, as ours; moved
+    to NCHW here)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
     on_gpu = device.type == "cuda"
@@ -209,7 +248,17 @@ def torch_epoch(torch, model, x, y):
             torch.cuda.synchronize()
         return None
 
-    return run
+    def train_loss():
+        model.eval()
+        with torch.no_grad():
+            losses = [
+                torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+                for batch in torch.arange(steps * BATCH_SIZE, device=device).view(steps, -1)
+            ]
+        model.train()
+        return float(torch.stack(losses).mean())
+
+    return Candidate(run, train_loss)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -255,7 +304,9 @@ def measure(args: argparse.Namespace) -> dict:
         if torch:
             model = torch_model(torch, model_name, options, input_shape)
             candidates["torch"] = torch_epoch(torch, model, x, y)
-        times = timing.interleaved(candidates, repeats=repeats)
+        times = timing.interleaved(
+            {name: candidate.run for name, candidate in candidates.items()}, repeats=repeats
+        )
         examples = (len(x) // BATCH_SIZE) * BATCH_SIZE
         for framework, seconds in times.items():
             rows.append(
@@ -267,8 +318,14 @@ def measure(args: argparse.Namespace) -> dict:
                     "epoch_iqr_s": seconds.iqr_s,
                     "examples_per_s": examples / seconds.median_s,
                     "relative_to_jax": seconds.median_s / times["jax (optlab engine)"].median_s,
+                    "final_train_loss": candidates[framework].train_loss(),
                 }
             )
+    notes.append(
+        f"final_train_loss: mean cross-entropy over the examples after {1 + repeats} epochs "
+        "(warm-up + timed); both jax rows start from the same weights and draw the same "
+        "minibatches, torch starts from its own random weights"
+    )
     config = {
         "batch_size": BATCH_SIZE,
         "learning_rate": LEARNING_RATE,
