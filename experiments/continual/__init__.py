@@ -17,6 +17,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import jax
+
 from .loop import LoopConfig, run_stream
 from .study import REGIMES, StudyConfig, run_study
 
@@ -96,8 +98,6 @@ def _override(config, args, mapping: dict[str, str]):
 
 def _enable_compilation_cache() -> None:
     """Reuse XLA executables across processes (a resumed run does not recompile)."""
-    import jax
-
     if not jax.config.jax_compilation_cache_dir:
         cache = Path(os.environ.get("OPTLAB_JAX_CACHE", Path.home() / ".cache/optlab/jax"))
         jax.config.update("jax_compilation_cache_dir", str(cache))

@@ -13,9 +13,10 @@ Per user ``u`` (the "banking app" of the course notes):
    deployed model on the held-out part before anything trains on it (prequential accuracy);
 3. **trigger** (:mod:`.triggers`): every N users, drift, or an accuracy drop;
 4. on a trigger, **search + train**: for each optimizer, a population of learning rates
-   warm-started from the deployed weights trains at once (``jax.vmap``) on the pending data
-   (plus the replay buffer, or with the EWC penalty); the best on the validation part is the
-   challenger, recorded as a ``candidate``;
+   warm-started from the deployed weights trains at once (``engine.fit_population``, one
+   ``jax.vmap``) on the pending data (plus the replay buffer, or with the EWC penalty); the
+   best on the validation part (``tuning.choose``) is the challenger, recorded as a
+   ``candidate``;
 5. **canary**: the challenger answers a share of simulated traffic (the pending users'
    held-out samples and an equal number from the fixed canary set) beside the champion; the
    exact McNemar test decides promotion or rollback (:mod:`.canary`);
@@ -36,10 +37,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 
 import optimizers
-from experiments.report import atomic_write_text
+from experiments import engine, tuning
+from experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
 
 from . import canary, metrics, monitoring, strategies, trainer, triggers, validation
 from .registry import Registry, load_npz, save_npz
@@ -129,10 +130,11 @@ class Loop:
         x0, y0 = self.stream.eval_set(0)
         self.canary_set = (x0[: c.canary_size], y0[: c.canary_size])
         self.eval_sets = [self.stream.eval_set(t) for t in range(len(self.stream.tasks))]
-        model = trainer.make_model(
+        self.model = trainer.make_model(
             arrays.x_train.shape[1:], arrays.num_classes, c.widths, c.dropout, c.seed
         )
-        self.graphdef, self.init_params = nnx.split(model)
+        self.graphdef = engine.split_model(self.model)[0]
+        self.init_weights = trainer.weights_of(self.model)
         self.trigger_config = triggers.TriggerConfig(c.trigger_rules, c.every_n, c.max_drop)
         self.capacity = c.every_n * c.user_batch + c.buffer_size
         self.registry = Registry(self.out)
@@ -169,13 +171,13 @@ class Loop:
         if fisher:
             return (
                 state,
-                trainer.unflatten(self.init_params, fisher),
-                trainer.unflatten(self.init_params, anchor),
+                trainer.unflatten(self.init_weights.params, fisher),
+                trainer.unflatten(self.init_weights.params, anchor),
             )
         return state, None, None
 
-    def load_params(self, version: int):
-        return trainer.unflatten(self.init_params, load_npz(self.registry.weights_path(version)))
+    def load_weights(self, version: int) -> trainer.Weights:
+        return trainer.unflatten(self.init_weights, load_npz(self.registry.weights_path(version)))
 
     # ----------------------------------------------------------------- the first model
     def bootstrap(self) -> None:
@@ -187,15 +189,16 @@ class Loop:
         x, y = self.reference
         k = int(0.8 * len(y))
         best, runs = self._search(
-            -1, self.init_params, x[:k], y[:k], x[k:], y[k:], epochs=c.initial_epochs, ewc=None
-        )
-        val_acc, opt_name, hp, m, params, wall = best
-        canary_acc = trainer.accuracy(self.graphdef, params, *self.canary_set)
-        save_npz(self.registry.weights_path(1), trainer.flatten(params))
+            -1, self.init_weights, x[:k], y[:k], x[k:], y[k:], epochs=c.initial_epochs,
+            loss=engine.Classification(),
+        )  # fmt: skip
+        val_acc, opt_name, hp, m, weights, wall = best
+        canary_acc = trainer.accuracy(self.graphdef, weights, *self.canary_set)
+        save_npz(self.registry.weights_path(1), trainer.flatten(weights))
         fisher = None
         if c.strategy == "ewc":  # consolidate the reference task before anything new arrives
-            fisher = trainer.diagonal_fisher(self.graphdef, params, x[:k], y[:k])
-        state_file = self._save_state(-1, self._empty_state(), fisher, params)
+            fisher = trainer.diagonal_fisher(self.graphdef, weights, x[:k], y[:k])
+        state_file = self._save_state(-1, self._empty_state(), fisher, weights.params)
         m = {**m, "canary_set_accuracy": canary_acc}
         with self.registry.transaction() as reg:
             reg.add_model(
@@ -207,7 +210,7 @@ class Loop:
                 hparams=hp,
                 metrics=m,
                 wall_time_s=wall,
-                peak_memory_mb=trainer.peak_memory_mb(),
+                peak_memory_mb=peak_memory_mb(),
                 reason="initial model on the reference data",
             )
             for write in runs:
@@ -217,43 +220,44 @@ class Loop:
             reg.set_state("deployed_accuracy", canary_acc)
             reg.set_state("baseline_canary_accuracy", canary_acc)
 
-    def _search(self, u, params, x, y, val_x, val_y, *, epochs, ewc):
-        """Optimizer × learning-rate search warm-started from ``params``; one population
-        (``jax.vmap`` over learning rates) per optimizer. Returns the best member, picked on
-        the validation data, and the run records to write."""
-        c, best, writes = self.config, None, []
+    def _search(self, u, weights, x, y, val_x, val_y, *, epochs, loss):
+        """Optimizer × learning-rate search warm-started from ``weights``: one population
+        (``engine.fit_population``, ``vmap`` over the learning rates) per optimizer, a fresh
+        optimizer state each, on ``(x, y)`` padded to a bucket of at least ``capacity`` rows
+        (one compilation per bucket). The member with the best accuracy on ``(val_x, val_y)``
+        is chosen (``tuning.choose``; a diverged member counts as the worst). Returns the
+        best member and the run records to write."""
+        c, candidates, writes = self.config, [], []
+        data = engine.padded({"x": x, "y": y}, minimum=self.capacity)
+        config = trainer.train_config(len(y), c.batch_size, epochs)
         for opt_name, lrs in c.search.items():
             start = time.perf_counter()
-            population, losses = trainer.train_population(
-                self.graphdef,
-                params,
-                opt_name,
-                lrs,
-                x,
-                y,
-                batch_size=c.batch_size,
-                epochs=epochs,
-                seed=c.seed * 1000 + u,
-                ewc=ewc,
-                capacity=self.capacity,
-            )
+            result = engine.fit_population(
+                lambda key: self.model, trainer.make_tx(opt_name), {"learning_rate": lrs},
+                [c.seed * 1000 + u], data, config, loss=loss, warm_start=engine.WarmStart(*weights),
+            )  # fmt: skip
             wall = (time.perf_counter() - start) / len(lrs)
-            for lr, member, loss in zip(lrs, population, losses, strict=True):
-                val_acc = trainer.accuracy(self.graphdef, member, val_x, val_y)
+            final_losses = result.histories["train_loss"][:, 0, -1]
+            members = trainer.members(result)
+            for p, (lr, member) in enumerate(zip(lrs, members, strict=True)):
+                diverged = bool(result.diverged[p, 0])
                 hp = {
                     "learning_rate": lr,
-                    "batch_size": c.batch_size,
+                    "batch_size": config.batch_size,
                     "epochs": epochs,
                     "strategy": c.strategy,
                     "dropout": c.dropout,
                 }
-                m = {"train_loss": float(loss), "val_accuracy": val_acc, "train_samples": len(y)}
-                writes.append(
-                    ("add_run", (u, "search", opt_name, hp, m, wall, trainer.peak_memory_mb()))
-                )
-                if best is None or val_acc > best[0]:
-                    best = (val_acc, opt_name, hp, m, member, wall)
-        return best, writes
+                m = {
+                    "train_loss": None if diverged else float(final_losses[p]),
+                    "val_accuracy": trainer.accuracy(self.graphdef, member, val_x, val_y),
+                    "train_samples": len(y),
+                    "diverged": diverged,
+                }
+                writes.append(("add_run", (u, "search", opt_name, hp, m, wall, peak_memory_mb())))
+                candidates.append((m["val_accuracy"], opt_name, hp, m, member, wall))
+        val = np.array([[np.nan if m["diverged"] else acc] for acc, _, _, m, _, _ in candidates])
+        return candidates[tuning.choose(val, maximise=True)], writes
 
     # ----------------------------------------------------------------- one user
     def process_user(self, u: int) -> dict:
@@ -263,7 +267,7 @@ class Loop:
             raise RuntimeError(f"user {u} out of order: last committed is {checkpoint['user']}")
         state, fisher, anchor = self._load_state(checkpoint["file"])
         champion = reg.deployed()
-        champ_params = self.load_params(champion)
+        champ_weights = self.load_weights(champion)
         batch = self.stream.user_batch(u)
         if u in c.corrupt_users:
             batch = corrupt(batch, "nan")
@@ -271,7 +275,7 @@ class Loop:
         report = validation.validate(
             batch.x, batch.y, *reference, num_classes=self.num_classes, alpha=c.drift_alpha
         )
-        canary_acc = trainer.accuracy(self.graphdef, champ_params, *self.canary_set)
+        canary_acc = trainer.accuracy(self.graphdef, champ_weights, *self.canary_set)
         baseline_canary = reg.get_state("baseline_canary_accuracy")
         since = reg.get_state("users_since_retrain")
         deployed_acc = reg.get_state("deployed_accuracy")
@@ -312,7 +316,7 @@ class Loop:
             state.update(last_x=batch.x, last_y=batch.y)
             traffic_idx = parts["traffic"]
             record["stream_accuracy"] = trainer.accuracy(
-                self.graphdef, champ_params, batch.x[traffic_idx], batch.y[traffic_idx]
+                self.graphdef, champ_weights, batch.x[traffic_idx], batch.y[traffic_idx]
             )
             writes += [
                 ("ledger_add", (u, "pending", len(parts["pending"]))),
@@ -339,20 +343,20 @@ class Loop:
             max_drop=c.max_drop,
         )
         record["trigger"] = trigger
-        deployed_params = champ_params
+        deployed_weights = champ_weights
         if trigger is not None:
-            outcome = self._retrain(u, trigger, state, champion, champ_params, fisher, anchor)
+            outcome = self._retrain(u, trigger, state, champion, champ_weights, fisher, anchor)
             writes += outcome["writes"]
             since = 0
             if outcome["promoted"]:
-                deployed_params, deployed_acc = outcome["params"], outcome["accuracy"]
+                deployed_weights, deployed_acc = outcome["weights"], outcome["accuracy"]
                 fisher, anchor = outcome["fisher"], outcome["anchor"]
             state = outcome["state"]
             record["canary"] = outcome["decision"]
         record["deployed"] = (
             champion if trigger is None or not outcome["promoted"] else outcome["version"]
         )
-        evals = [trainer.accuracy(self.graphdef, deployed_params, x, y) for x, y in self.eval_sets]
+        evals = [trainer.accuracy(self.graphdef, deployed_weights, x, y) for x, y in self.eval_sets]
         record["task_accuracy"] = evals
         state_file = self._save_state(u, state, fisher, anchor)
         with reg.transaction():
@@ -383,47 +387,45 @@ class Loop:
             "pending": order[n_val + n_traffic :],
         }
 
-    def _retrain(self, u, trigger, state, champion, champ_params, fisher, anchor) -> dict:
+    def _retrain(self, u, trigger, state, champion, champ_weights, fisher, anchor) -> dict:
         c, writes = self.config, []
         writes.append(("add_event", (u, "trigger", {"reason": trigger})))
         buffer = strategies.ReplayBuffer(
             state["buffer_x"], state["buffer_y"], int(state["buffer_seen"]), c.buffer_size
         )
         x, y = strategies.training_set(c.strategy, state["pending_x"], state["pending_y"], buffer)
-        ewc = None
+        loss = engine.Classification()
         if c.strategy == "ewc" and fisher is not None:
-            ewc = (fisher, anchor, c.ewc_lambda)
+            loss = engine.ElasticWeightConsolidation(fisher, anchor, np.float32(c.ewc_lambda))
         best, runs = self._search(
-            u, champ_params, x, y, state["val_x"], state["val_y"], epochs=c.epochs, ewc=ewc
+            u, champ_weights, x, y, state["val_x"], state["val_y"], epochs=c.epochs, loss=loss
         )
         writes += runs
-        val_acc, opt_name, hp, m, params, wall = best
+        val_acc, opt_name, hp, m, weights, wall = best
         if u in c.worse_challenger_users:  # fault injection: a deliberately broken challenger
-            params = trainer.make_model(
-                self.reference[0].shape[1:],
-                self.num_classes,
-                c.widths,
-                c.dropout,
-                seed=c.seed + 999,
-            )
-            params = nnx.split(params)[1]
+            weights = trainer.weights_of(
+                trainer.make_model(
+                    self.reference[0].shape[1:], self.num_classes, c.widths, c.dropout,
+                    seed=c.seed + 999,
+                )
+            )  # fmt: skip
             hp = {**hp, "fault": "random weights"}
         # canary: pending users' held-out traffic plus as many requests from the canary set
         k = min(len(state["traffic_y"]), len(self.canary_set[1]))
         tx = np.concatenate([state["traffic_x"], self.canary_set[0][:k]])
         ty = np.concatenate([state["traffic_y"], self.canary_set[1][:k]])
         routed = canary.route(len(ty), c.canary_share, seed=c.seed * 1000 + u)
-        champ_ok = trainer.predict(self.graphdef, champ_params, tx[routed]) == ty[routed]
-        chall_ok = trainer.predict(self.graphdef, params, tx[routed]) == ty[routed]
+        champ_ok = trainer.predict(self.graphdef, champ_weights, tx[routed]) == ty[routed]
+        chall_ok = trainer.predict(self.graphdef, weights, tx[routed]) == ty[routed]
         decision = canary.decide(
             champ_ok, chall_ok, alpha=c.canary_alpha, min_gain=c.canary_min_gain
         )
         version = self.registry.next_version()
-        save_npz(self.registry.weights_path(version), trainer.flatten(params))
+        save_npz(self.registry.weights_path(version), trainer.flatten(weights))
         m = {
             **m,
             "canary": decision.to_dict(),
-            "canary_set_accuracy": trainer.accuracy(self.graphdef, params, *self.canary_set),
+            "canary_set_accuracy": trainer.accuracy(self.graphdef, weights, *self.canary_set),
         }
         status = "deployed" if decision.promote else "rolled_back"
         writes.append(
@@ -438,12 +440,12 @@ class Loop:
                     hparams=hp,
                     metrics=m,
                     wall_time_s=wall,
-                    peak_memory_mb=trainer.peak_memory_mb(),
+                    peak_memory_mb=peak_memory_mb(),
                     reason=f"trigger: {trigger}",
                 ),
             )
         )
-        writes.append(("add_run", (u, "final", opt_name, hp, m, wall, trainer.peak_memory_mb())))
+        writes.append(("add_run", (u, "final", opt_name, hp, m, wall, peak_memory_mb())))
         if decision.promote:
             writes.append(("set_status", (champion, "retired", f"replaced by v{version}")))
         writes.append(("set_status", (version, status, decision.reason)))
@@ -462,16 +464,16 @@ class Loop:
         new_fisher, new_anchor = fisher, anchor
         if decision.promote and c.strategy == "ewc":
             f_new = trainer.diagonal_fisher(
-                self.graphdef, params, state["pending_x"], state["pending_y"]
+                self.graphdef, weights, state["pending_x"], state["pending_y"]
             )
             new_fisher = f_new if fisher is None else tree_add(fisher, f_new)
-            new_anchor = params
+            new_anchor = weights.params
         return {
             "writes": writes,
             "promoted": decision.promote,
-            "params": params,
+            "weights": weights,
             "accuracy": trainer.accuracy(
-                self.graphdef, params, state["traffic_x"], state["traffic_y"]
+                self.graphdef, weights, state["traffic_x"], state["traffic_y"]
             ),
             "fisher": new_fisher,
             "anchor": new_anchor,
@@ -595,6 +597,8 @@ def _write_summary(loop, R, summary, totals, arrived, models, canaries) -> None:
         f"{loop.stream.num_users} users × {c.user_batch} samples over {c.num_tasks} tasks; "
         f"triggers {', '.join(c.trigger_rules)} (every {c.every_n}); canary share "
         f"{c.canary_share}, McNemar alpha {c.canary_alpha}.",
+        "",
+        f"Machine (writing this report): {describe_machine(machine())}.",
         "",
         "## Sample ledger",
         "",

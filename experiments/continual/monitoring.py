@@ -12,13 +12,9 @@ and the drift test's smallest corrected p-value. Alerts:
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.report import save_figure  # noqa: E402
+from experiments import report
 
 
 def alerts(
@@ -47,7 +43,8 @@ def alerts(
 def plot_timeline(records: list[dict], events: list[dict], path) -> None:
     """Canary and prequential accuracy, and drift p-values, over users; retrains marked."""
     users = [r["user"] for r in records]
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True, height_ratios=(2, 1))
+    figure = report.new_figure((8, 5.5))
+    ax, bx = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     ax.plot(users, [r["canary_accuracy"] for r in records], "o-", label="canary set (fixed)")
     stream = [
         (r["user"], r["stream_accuracy"]) for r in records if r["stream_accuracy"] is not None
@@ -77,23 +74,16 @@ def plot_timeline(records: list[dict], events: list[dict], path) -> None:
         bx.semilogy(*zip(*p, strict=True), "o-")
     bx.set_ylabel("drift p (Holm)")
     bx.set_xlabel("user")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    report.save_figure(figure, path, dpi=110)
 
 
 def plot_accuracy_matrix(R: np.ndarray, task_names: list[str], path, title: str = "") -> None:
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(R), 1.0 + 0.6 * len(R)))
-    im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
-    for (j, i), v in np.ndenumerate(R):
-        ax.text(
-            i, j, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k"
-        )
+    figure = report.new_figure((1.2 + 0.7 * len(R), 1.0 + 0.6 * len(R)))
+    ax = figure.add_subplot()
+    image = report.annotated_heatmap(ax, R, fontsize=7)
     ax.set_xticks(range(len(task_names)), task_names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(R)), [f"after {t}" for t in task_names], fontsize=7)
     ax.set_xlabel("evaluated on task i")
     ax.set_title(title or "R[j, i]", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    figure.colorbar(image, ax=ax, fraction=0.046)
+    report.save_figure(figure, path, dpi=110)

@@ -10,6 +10,10 @@ the fixed canary set — over time.
 
 The "stable" regime follows Mirzadeh et al.: a larger initial learning rate decayed by a
 factor per task (``η_t = η_0 γ^t``), small batches, dropout.
+
+Each task is one ``engine.fit_population`` of one member, warm-started from the weights the
+previous task left: ``epochs`` passes over the task's training set, each a fresh random
+permutation cut into ``n // B`` minibatches.
 """
 
 from __future__ import annotations
@@ -19,17 +23,12 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+from experiments import engine, report
 
-from experiments.report import atomic_write_text, save_figure  # noqa: E402
-
-from . import metrics, trainer  # noqa: E402
-from .stream import apply_task, load_arrays, make_tasks  # noqa: E402
+from . import metrics, trainer
+from .stream import apply_task, load_arrays, make_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +84,7 @@ def run_sequence(arrays, tasks, regime: Regime, config: StudyConfig, seed: int, 
     model = trainer.make_model(
         arrays.x_train.shape[1:], arrays.num_classes, config.widths, regime.dropout, seed
     )
-    graphdef, params = nnx.split(model)
+    graphdef, weights = engine.split_model(model)[0], trainer.weights_of(model)
     rng = np.random.default_rng([seed, 11])
     evals = []
     for task in tasks:
@@ -97,28 +96,25 @@ def run_sequence(arrays, tasks, regime: Regime, config: StudyConfig, seed: int, 
         idx = rng.choice(len(arrays.y_train), config.train_per_task, replace=False)
         x, y = apply_task(task, arrays.x_train[idx]), arrays.y_train[idx]
         start = time.perf_counter()
-        params, loss = trainer.train(
-            graphdef,
-            params,
-            regime.optimizer,
-            regime.learning_rate_at(j),
-            x,
-            y,
-            batch_size=regime.batch_size,
-            epochs=config.epochs,
-            seed=seed * 100 + j,
-            capacity=config.train_per_task,
-        )
+        result = engine.fit_population(
+            lambda key: model, trainer.make_tx(regime.optimizer),
+            {"learning_rate": [regime.learning_rate_at(j)]}, [seed * 100 + j],
+            engine.Splits({"x": x, "y": y}), trainer.train_config(len(y), regime.batch_size,
+                                                                  config.epochs),
+            warm_start=engine.WarmStart(*weights),
+        )  # fmt: skip
+        (weights,) = trainer.members(result)
         wall = time.perf_counter() - start
-        R[j] = [trainer.accuracy(graphdef, params, ex, ey) for ex, ey in evals]
+        R[j] = [trainer.accuracy(graphdef, weights, ex, ey) for ex, ey in evals]
         log_epoch(
             {
                 "task": j,
                 "task_name": task.name,
-                "train_loss": loss,
+                "train_loss": float(result.histories["train_loss"][0, 0, -1]),
+                "diverged": bool(result.diverged[0, 0]),
                 "learning_rate": regime.learning_rate_at(j),
                 "wall_time_s": wall,
-                "peak_memory_mb": trainer.peak_memory_mb(),
+                "peak_memory_mb": report.peak_memory_mb(),
                 "accuracy_on_tasks": R[j].tolist(),
             }
         )
@@ -128,7 +124,7 @@ def run_sequence(arrays, tasks, regime: Regime, config: StudyConfig, seed: int, 
 def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
+    report.atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     arrays = load_arrays(config.dataset, config.data_dir, config.downsample)
     results: dict[str, dict[str, list[np.ndarray]]] = {}
     with open(out / "metrics.jsonl", "w") as f:
@@ -164,7 +160,7 @@ def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
     for bench in results:
         _plot_matrices(results[bench], out / f"accuracy_matrix_{bench}.png", bench)
         _plot_canary(results[bench], out / f"canary_{bench}.png", bench)
-    atomic_write_text(out / "summary.md", _summary_md(config, table))
+    report.atomic_write_text(out / "summary.md", _summary_md(config, table, report.machine()))
     return table
 
 
@@ -190,56 +186,44 @@ def summarize_results(results) -> dict:
 
 def _plot_matrices(by_regime, path, bench) -> None:
     names = list(by_regime)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        R = np.mean(by_regime[name], axis=0)
-        ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
-        for (j, i), v in np.ndenumerate(R):
-            ax.text(
-                i,
-                j,
-                f"{v:.2f}",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="w" if v < 0.6 else "k",
-            )
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("task i")
-        ax.set_ylabel("after task j")
-    fig.suptitle(f"{bench}: accuracy matrix R[j, i] (mean over seeds)", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    figure = report.new_figure((2.6 * len(names), 2.8))
+    for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names, strict=True):
+        report.annotated_heatmap(axes, np.mean(by_regime[name], axis=0), fontsize=6)
+        axes.set_title(name, fontsize=9)
+        axes.set_xlabel("task i")
+        axes.set_ylabel("after task j")
+    figure.suptitle(f"{bench}: accuracy matrix R[j, i] (mean over seeds)", fontsize=10)
+    report.save_figure(figure, path, dpi=110)
 
 
 def _plot_canary(by_regime, path, bench) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    figure = report.new_figure((6, 3.8))
+    axes = figure.add_subplot()
     for name, Rs in by_regime.items():
         curves = np.array([R[:, 0] for R in Rs])
         t = np.arange(1, curves.shape[1] + 1)
-        ax.errorbar(t, curves.mean(0), yerr=curves.std(0), marker="o", capsize=3, label=name)
-    ax.set_xlabel("tasks learned")
-    ax.set_ylabel("accuracy on the canary set (task 1)")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{bench}: canary accuracy over time")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+        axes.errorbar(t, curves.mean(0), yerr=curves.std(0), marker="o", capsize=3, label=name)
+    axes.set_xlabel("tasks learned")
+    axes.set_ylabel("accuracy on the canary set (task 1)")
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"{bench}: canary accuracy over time")
+    axes.legend(fontsize=8)
+    report.save_figure(figure, path, dpi=110)
 
 
 def _fmt(pair) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
 
 
-def _summary_md(config: StudyConfig, table: dict) -> str:
+def _summary_md(config: StudyConfig, table: dict, machine: dict) -> str:
     lines = [
         "# Study: optimizers and forgetting",
         "",
         f"{config.dataset}, {config.num_tasks} tasks per benchmark, {config.train_per_task} "
         f"training samples and {config.epochs} epoch(s) per task, MLP {config.widths}, "
         f"naive fine-tuning; mean ± std over {len(config.seeds)} seed(s).",
+        "",
+        f"Machine: {report.describe_machine(machine)}.",
         "",
         "| regime | optimizer | η0 | decay | batch | dropout |",
         "|---|---|---:|---:|---:|---:|",

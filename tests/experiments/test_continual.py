@@ -1,11 +1,14 @@
 """Unit tests of the continual loop's parts: stream, validation, metrics, canary, triggers,
-registry, strategies and the trainer."""
+registry, strategies and training on the engine."""
 
+import jax
 import numpy as np
 import pytest
 from scipy import stats
 
+from experiments import engine
 from experiments.continual import canary, metrics, strategies, trainer, triggers, validation
+from experiments.continual.loop import Loop, LoopConfig
 from experiments.continual.registry import Registry, save_npz
 from experiments.continual.stream import Stream, Task, apply_task, corrupt, load_arrays, make_tasks
 
@@ -243,36 +246,110 @@ def test_training_set_adds_the_buffer_only_for_replay():
         strategies.training_set("magic", x, y, buf)
 
 
-# ----------------------------------------------------------------------------- trainer
+# ----------------------------------------------------------------------------- training
 
 
-def test_trainer_learns_and_ewc_anchors_the_weights(digits):
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
+def _fit(model, weights, x, y, *, optimizer="adam", rates=(3e-3,), epochs=5, minimum=64, loss=None):
+    """One warm-started population on the engine, as the loop and the study train."""
+    return engine.fit_population(
+        lambda key: model,
+        trainer.make_tx(optimizer),
+        {"learning_rate": list(rates)},
+        [0],
+        engine.padded({"x": x, "y": y}, minimum=minimum),
+        trainer.train_config(len(y), 32, epochs),
+        loss=loss,
+        warm_start=engine.WarmStart(*weights),
+    )
 
+
+def _distance(a, b) -> float:
+    return sum(
+        float(np.sum((p - q) ** 2))
+        for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def test_warm_started_fit_learns_and_ewc_anchors_the_weights(digits):
     x, y = digits.x_train[:400], digits.y_train[:400]
-    graphdef, params = nnx.split(trainer.make_model((8, 8, 1), 10, (32,)))
-    before = trainer.accuracy(graphdef, params, x, y)
-    learned, _ = trainer.train(
-        graphdef, params, "adam", 3e-3, x, y, batch_size=32, epochs=5, seed=0
-    )
+    model = trainer.make_model((8, 8, 1), 10, (32,))
+    graphdef, weights = engine.split_model(model)[0], trainer.weights_of(model)
+    before = trainer.accuracy(graphdef, weights, x, y)
+    (learned,) = trainer.members(_fit(model, weights, x, y))
     assert trainer.accuracy(graphdef, learned, x, y) > max(0.7, before + 0.4)
-    fisher = jax.tree.map(jnp.ones_like, params)
-    ewc = (fisher, params, jnp.asarray(1e4))
-    anchored, _ = trainer.train(
-        graphdef, params, "adam", 3e-3, x, y, batch_size=32, epochs=5, seed=0, ewc=ewc
+    fisher = jax.tree.map(np.ones_like, weights.params)
+    ewc = engine.ElasticWeightConsolidation(fisher, weights.params, np.float32(1e4))
+    (anchored,) = trainer.members(_fit(model, weights, x, y, loss=ewc))
+    moved = _distance(learned.params, weights.params)
+    assert _distance(anchored.params, weights.params) < 0.1 * moved
+    restored = trainer.unflatten(weights, trainer.flatten(learned))
+    np.testing.assert_array_equal(
+        trainer.predict(graphdef, restored, x), trainer.predict(graphdef, learned, x)
     )
-
-    def dist(p):
-        return sum(
-            float(jnp.sum((a - b) ** 2))
-            for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(params), strict=True)
-        )
-
-    assert dist(anchored) < 0.1 * dist(learned)
-    flat = trainer.flatten(learned)
-    restored = trainer.unflatten(params, flat)
-    assert trainer.accuracy(graphdef, restored, x, y) == trainer.accuracy(graphdef, learned, x, y)
     f = trainer.diagonal_fisher(graphdef, learned, x, y)
+    assert jax.tree.structure(f) == jax.tree.structure(weights.params)
     assert all(float(leaf.min()) >= 0 for leaf in jax.tree.leaves(f))
+    assert any(float(leaf.max()) > 0 for leaf in jax.tree.leaves(f))
+
+
+def test_a_population_warm_starts_every_learning_rate_from_the_same_weights(digits):
+    """Learning rate 0 leaves the deployed weights unchanged; a positive one moves them."""
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    model = trainer.make_model((8, 8, 1), 10, (16,), seed=3)
+    weights = trainer.weights_of(model)
+    still, moved = trainer.members(
+        _fit(model, weights, x, y, optimizer="sgd", rates=(0.0, 0.1), epochs=1)
+    )
+    assert _distance(still.params, weights.params) == 0.0
+    assert _distance(moved.params, weights.params) > 0.0
+
+
+def test_sizes_within_one_bucket_share_one_compilation(digits):
+    """The training set grows every retrain: sizes padded to one bucket reuse the compiled
+    epoch (one make_tx object per optimizer); the next bucket compiles again."""
+    assert trainer.make_tx("sgd") is trainer.make_tx("sgd")
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    model = trainer.make_model((8, 8, 1), 10, (24,), seed=1)  # a width no other test compiles
+    weights = trainer.weights_of(model)
+
+    def compile_s(n):
+        return _fit(
+            model, weights, x[:n], y[:n], optimizer="sgd", rates=(0.1, 0.03), epochs=1, minimum=256
+        ).compile_time_s
+
+    compile_s(100)
+    assert compile_s(150) == 0.0 and compile_s(256) == 0.0
+    assert compile_s(300) > 0.0  # 300 rows: the 512 bucket
+
+
+def test_search_never_chooses_a_diverged_member(tmp_path):
+    """Learning rate ∞ diverges at its first step and is frozen at the deployed weights, as
+    learning rate 0 leaves them: equal validation accuracy, the diverged member first, so only
+    counting divergence as the worst keeps it from being chosen."""
+    loop = Loop(LoopConfig(search={"sgd": [float("inf"), 0.0]}), tmp_path)
+    try:
+        x, y = loop.reference
+        best, writes = loop._search(
+            -1,
+            loop.init_weights,
+            x[:200],
+            y[:200],
+            x[200:],
+            y[200:],
+            epochs=1,
+            loss=engine.Classification(),
+        )
+    finally:
+        loop.registry.close()
+    runs = [args[4] for _, args in writes]
+    assert [r["diverged"] for r in runs] == [True, False] and runs[0]["train_loss"] is None
+    assert runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+    assert best[2]["learning_rate"] == 0.0
+
+
+def test_train_config_takes_n_over_b_steps_and_one_batch_below_b():
+    assert trainer.train_config(100, 32, 3).steps_per_epoch(100) == 3
+    small = trainer.train_config(20, 32, 3)
+    assert small.batch_size == 20 and small.steps_per_epoch(20) == 1
+    with pytest.raises(ValueError, match="empty"):
+        trainer.train_config(0, 32, 3)
