@@ -4,8 +4,8 @@ For every curve of a figure (a :class:`Contender`: optimizer, learning-rate grid
 momentum grid, model options):
 
 1. train the whole grid × seeds as one population under ``vmap``
-   (:func:`experiments.engine.fit_population`; every member starts from the same
-   initialisation for a given seed, as the paper's protocol asks);
+   (:func:`experiments.tuning.tune`; every member starts from the same initialisation for
+   a given seed, as the paper's protocol asks);
 2. pick the configuration with the lowest final value of the figure's metric, averaged
    over seeds (a diverged run counts as +∞), the paper's "best of a dense grid";
 3. report that configuration's seeds as the curve: mean ± std per epoch.
@@ -19,26 +19,18 @@ otherwise "differs" with the likely reasons (the run's departures from the paper
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import itertools
+import functools
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import jax
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from sklearn.model_selection import train_test_split
 
 import models
-import optimizers as opt
 from experiments import data as datasets
-from experiments import engine, report, schedules
+from experiments import engine, report, schedules, tuning
 from experiments.papers._published import Above, PublishedTable, format_cell
 
 TOLERANCE = 0.25  # relative deviation accepted as "reproduced"
@@ -110,24 +102,19 @@ class Experiment:
     sizes: Mapping[str, Size] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass
-class CurveResult:
-    """A contender's grid population and the configuration chosen from it."""
+class Curve(NamedTuple):
+    """A contender and its tuned grid population (the chosen configuration is the curve)."""
 
     contender: Contender
-    hparams: dict[str, np.ndarray]  # name -> (P,)
-    histories: dict[str, np.ndarray]  # metric -> (P, S, epochs)
-    diverged: np.ndarray  # (P, S)
-    best: int
-    compile_time_s: float
-    train_time_s: float
+    tuned: tuning.Tuned
 
-    def chosen(self, metric: str) -> np.ndarray:
-        """``(S, epochs)`` of the chosen configuration."""
-        return self.histories[metric][self.best]
+    @property
+    def label(self) -> str:
+        return self.contender.label
 
-    def chosen_hparams(self) -> dict[str, float]:
-        return {name: float(values[self.best]) for name, values in self.hparams.items()}
+    def histories(self, metric: str) -> np.ndarray:
+        """``(P, S, epochs)`` of ``metric`` over the whole grid."""
+        return self.tuned.population.histories[metric]
 
 
 # --------------------------------------------------------------------------- data
@@ -147,18 +134,10 @@ def cifar10_present(data_dir: str | None) -> bool:
 
 
 def subset(ds: datasets.Dataset, train_size: int | None, test_size: int | None):
-    """A stratified, seeded subset of the training and test splits (None: keep all)."""
-
-    def pick(x, y, size):
-        if size is None or size >= len(y):
-            return x, y
-        if size < ds.num_classes:
-            raise ValueError(f"subset size {size} is smaller than the {ds.num_classes} classes")
-        x, _, y, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=0)
-        return x, y
-
-    x_train, y_train = pick(ds.x_train, ds.y_train, train_size)
-    x_test, y_test = pick(ds.x_test, ds.y_test, test_size)
+    """A stratified, seeded subset of the training and test splits (None: keep all;
+    :func:`experiments.data.stratified_subset`)."""
+    x_train, y_train = datasets.stratified_subset(ds.x_train, ds.y_train, train_size)
+    x_test, y_test = datasets.stratified_subset(ds.x_test, ds.y_test, test_size)
     meta = {**ds.meta, "subset": {"train": len(y_train), "test": len(y_test)}}
     return dataclasses.replace(
         ds, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, meta=meta
@@ -183,52 +162,31 @@ def standardize(ds: datasets.Dataset) -> datasets.Dataset:
 # --------------------------------------------------------------------------- training
 
 
-def learning_rates(center: float, size: int) -> np.ndarray:
-    """``size`` rates ``center · 10^u``, u evenly spaced in [−1, 1] (``center`` if size 1)."""
-    if size < 1:
-        raise ValueError(f"grid size must be >= 1, got {size}")
-    return center * 10.0 ** (np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1))
-
-
 def hparam_grid(contender: Contender, size: Size) -> dict[str, np.ndarray]:
-    """The product grid (learning rate × momentum, or the explicit grid) as parallel arrays."""
+    """The contender's grid: its explicit product grid, else ``size.grid`` rates of the log
+    grid around ``center_lr`` × its first ``size.momenta`` momenta (if it searches any)."""
     if contender.explicit_grid is not None:
-        names = list(contender.explicit_grid)
-        rows = list(itertools.product(*contender.explicit_grid.values()))
-        return {name: np.array([row[i] for row in rows]) for i, name in enumerate(names)}
-    rates = learning_rates(contender.center_lr, size.grid)
+        return tuning.product_grid(**contender.explicit_grid)
+    rates = tuning.log_grid(contender.center_lr, size.grid)
     momenta = contender.momenta[: max(size.momenta, 1)]
     if not momenta:
         return {"learning_rate": rates}
-    pairs = list(itertools.product(rates, momenta))
-    return {
-        "learning_rate": np.array([p[0] for p in pairs]),
-        "momentum": np.array([p[1] for p in pairs]),
-    }
+    return tuning.product_grid(learning_rate=rates, momentum=momenta)
 
 
-def make_tx_factory(exp: Experiment, contender: Contender, config: engine.TrainConfig,
-                    num_train: int) -> Callable:  # fmt: skip
-    """``(learning_rate, **hparams) -> tx`` with the experiment's schedule around the rate."""
+def contender_optimizer(exp: Experiment, contender: Contender, config: engine.TrainConfig,
+                        num_train: int) -> Callable:  # fmt: skip
+    """``make_tx(learning_rate=..., **hparams)``: the contender's optimizer with the
+    experiment's schedule around the rate (:func:`experiments.tuning.optimizer_factory`)."""
     steps = config.steps_per_epoch(num_train)
-
-    def make_tx(learning_rate, **hparams):
-        schedule = schedules.build(exp.schedule, learning_rate, steps_per_epoch=steps,
-                                   total_steps=steps * config.epochs)  # fmt: skip
-        return opt.get(contender.optimizer, learning_rate=schedule, **contender.fixed, **hparams)
-
-    return make_tx
+    schedule = functools.partial(schedules.build, exp.schedule, steps_per_epoch=steps,
+                                 total_steps=steps * config.epochs)  # fmt: skip
+    return tuning.optimizer_factory(contender.optimizer, schedule, **contender.fixed)
 
 
-def select_best(final: np.ndarray) -> int:
-    """Index of the lowest seed-mean final value; NaN (diverged) counts as +∞."""
-    return int(np.argmin(np.nan_to_num(final, nan=np.inf).mean(axis=1)))
-
-
-def train_contender(
-    exp: Experiment, contender: Contender, ds, size: Size, on_epoch=None
-) -> CurveResult:
-    """Train the contender's grid × seeds as one population and choose its configuration."""
+def train_contender(exp: Experiment, contender: Contender, ds, size: Size, on_epoch=None) -> Curve:
+    """Train the contender's grid × seeds as one population and choose its configuration
+    (lowest seed-mean final ``exp.metric``)."""
     config = engine.TrainConfig(
         epochs=size.epochs,
         batch_size=exp.batch_size,
@@ -239,29 +197,19 @@ def train_contender(
     def make_model(key):
         return models.build(exp.model, ds.input_shape, ds.num_classes, seed=key, **options)
 
-    hparams = hparam_grid(contender, size)
-    pop = engine.fit_population(
-        make_model=make_model,
-        make_tx=make_tx_factory(exp, contender, config, len(ds.x_train)),
+    tuned = tuning.tune(
+        make_model,
+        contender_optimizer(exp, contender, config, len(ds.x_train)),
+        hparam_grid(contender, size),
+        list(range(size.seeds)),
+        ds,
+        config,
+        select=exp.metric,
+        name=contender.optimizer,
         loss=engine.Classification(l2=exp.l2),
-        hparams=hparams,
-        seeds=list(range(size.seeds)),
-        data=ds,
-        config=config,
         on_epoch=on_epoch,
     )
-    histories = dict(pop.histories)
-    histories["test_error"] = 100.0 * (1.0 - histories["test_accuracy"])
-    best = select_best(histories[exp.metric][:, :, -1])
-    return CurveResult(
-        contender=contender,
-        hparams={k: np.asarray(v, float) for k, v in hparams.items()},
-        histories=histories,
-        diverged=pop.diverged,
-        best=best,
-        compile_time_s=pop.compile_time_s,
-        train_time_s=float(pop.epoch_time_s.sum()),
-    )
+    return Curve(contender, tuned)
 
 
 # --------------------------------------------------------------------------- comparing
@@ -283,13 +231,6 @@ def deviations(exp: Experiment, size: Size, ds, dataset_used: str, full_train: i
     if exp.measurement_note:
         reasons.append(exp.measurement_note)
     return reasons
-
-
-def at_grid_edge(result: CurveResult) -> bool:
-    """Whether the chosen learning rate is the smallest or largest of a grid of ≥ 3 rates."""
-    rates = np.unique(result.hparams["learning_rate"])
-    chosen = result.hparams["learning_rate"][result.best]
-    return len(rates) >= 3 and chosen in (rates[0], rates[-1])
 
 
 def curve_verdict(
@@ -382,76 +323,49 @@ def plot_against_paper(
     logy: bool,
 ) -> Path:
     """Ours: seed-mean lines with ±std bands; the paper: markers of the same colour."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = report.new_figure((7, 4.5))
     axes = figure.add_subplot()
     epochs_run = max(values.shape[1] for values in curves.values())
-    for label, per_seed in curves.items():
-        epochs = np.arange(1, per_seed.shape[1] + 1)
-        mean, std = np.mean(per_seed, 0), np.std(per_seed, 0)
-        (line,) = axes.plot(epochs, mean, lw=1.5, label=f"{label} (ours)")
-        axes.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-        if published is not None and label in published.rows:
-            shown = [(x, v) for x, v in published.points(label) if x <= max(epochs_run, 5)]
-            if shown:
-                xs, ys = zip(*shown, strict=True)
-                axes.plot(
-                    xs, ys, ls="none", marker="o", mfc="none", color=line.get_color(),
-                    label=f"{label} (paper)",
-                )  # fmt: skip
-    if logy:
-        axes.set_yscale("log")
-    axes.set(xlabel="epoch", ylabel=ylabel, title=title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
-    report.save_figure(figure, path, dpi=90)
-    return Path(path)
+    ours = {
+        label: (np.arange(1, per_seed.shape[1] + 1), np.mean(per_seed, 0), np.std(per_seed, 0))
+        for label, per_seed in curves.items()
+    }
+    colors = report.draw_curves(axes, {f"{label} (ours)": c for label, c in ours.items()})
+    for label in curves:
+        if published is None or label not in published.rows:
+            continue
+        shown = [(x, v) for x, v in published.points(label) if x <= max(epochs_run, 5)]
+        if shown:
+            xs, ys = zip(*shown, strict=True)
+            axes.plot(xs, ys, ls="none", marker="o", mfc="none",
+                      color=colors[f"{label} (ours)"], label=f"{label} (paper)")  # fmt: skip
+    report.style_axes(axes, xlabel="epoch", ylabel=ylabel, title=title, logy=logy,
+                      legend_columns=2)  # fmt: skip
+    return report.save_figure(figure, path, dpi=90)
 
 
 # --------------------------------------------------------------------------- reporting
 
 
-def machine() -> dict[str, Any]:
-    """Where and when this ran."""
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-    }
-
-
-def metric_records(exp_key: str, dataset_used: str, results: Sequence[CurveResult]):
-    """One record per run (grid member × seed) and epoch, naming the optimizer."""
+def metric_records(exp_key: str, dataset_used: str, results: Sequence[Curve]):
+    """One record per run (grid member × seed) and epoch (:func:`tuning.records`), naming
+    the figure, dataset and curve."""
     for r in results:
-        num_configs, num_seeds, epochs = next(iter(r.histories.values())).shape
-        for p, s, e in itertools.product(range(num_configs), range(num_seeds), range(epochs)):
-            record = {
-                "figure": exp_key,
-                "dataset": dataset_used,
-                "curve": r.contender.label,
-                "optimizer": r.contender.optimizer,
-                **{name: float(values[p]) for name, values in r.hparams.items()},
-                "chosen": p == r.best,
-                "seed": s,
-                "epoch": e + 1,
-            }
-            record.update({m: v[p, s, e] for m, v in r.histories.items()})
-            yield record
+        yield from tuning.records(r.tuned, figure=exp_key, dataset=dataset_used, curve=r.label)
 
 
-def search_table(results: Sequence[CurveResult], metric: str) -> str:
-    """Markdown: every grid configuration's final metric (mean over seeds), chosen marked."""
+def search_table(results: Sequence[Curve]) -> str:
+    """Markdown: every grid configuration's final selection metric (mean over seeds), the
+    chosen one marked."""
     rows = []
     for r in results:
-        final = np.mean(r.histories[metric][:, :, -1], axis=1)
-        for p in range(len(final)):
-            settings = ", ".join(f"{k}={v[p]:.3g}" for k, v in r.hparams.items())
-            diverged = " (diverged)" if r.diverged[p].any() else ""
-            chosen = " ← chosen" if p == r.best else ""
-            rows.append(
-                [r.contender.label, settings, report.format_number(final[p]) + diverged + chosen]
-            )
+        tuned = r.tuned
+        for p, final in enumerate(tuned.search()):
+            settings = ", ".join(f"{k}={v[p]:.3g}" for k, v in tuned.grid.items())
+            diverged = " (diverged)" if tuned.population.diverged[p].any() else ""
+            chosen = " ← chosen" if p == tuned.index else ""
+            rows.append([r.label, settings, report.format_number(final) + diverged + chosen])
+    metric = results[0].tuned.select if results else ""
     return report.markdown_table(["curve", "configuration", f"final {metric}"], rows)
 
 
@@ -503,7 +417,7 @@ def reproduce(
     full_train: int,
     run_dir: Path,
     extra_config: Mapping[str, Any] | None = None,
-) -> list[CurveResult]:
+) -> list[Curve]:
     """Train every contender, then write config, metrics, summary and plot; print the table."""
     timer = Timer()
     reasons = deviations(exp, size, ds, dataset_used, full_train)
@@ -527,14 +441,14 @@ def reproduce(
             "deviations_from_paper": reasons,
             "tolerance": TOLERANCE,
             **(extra_config or {}),
-            **machine(),
+            "machine": report.machine(),
         },
     )
     results = []
     for contender in exp.contenders:
         print(f"[{exp.key}] training {contender.label} ...", flush=True)
         results.append(train_contender(exp, contender, ds, size))
-    curves = {r.contender.label: r.chosen(exp.metric) for r in results}
+    curves = {r.label: r.tuned.curves(exp.metric) for r in results}
 
     with report.MetricsWriter(run_dir) as writer:
         for record in metric_records(exp.key, dataset_used, results):
@@ -557,14 +471,15 @@ def reproduce(
     )
     verdicts = verdict_lines(exp.published, curves, reasons)
     chosen = "\n".join(
-        f"- {r.contender.label} (`{r.contender.optimizer}`): "
-        + ", ".join(f"{k}={v:.3g}" for k, v in r.chosen_hparams().items())
-        + (" — diverged for some seed" if r.diverged[r.best].any() else "")
-        + (" — at the edge of the grid (a wider grid may do better)" if at_grid_edge(r) else "")
+        f"- {r.label} (`{r.contender.optimizer}`): "
+        + ", ".join(f"{k}={v:.3g}" for k, v in r.tuned.chosen.items())
+        + (" — diverged for some seed" if r.tuned.diverged else "")
+        + (" — at the edge of the grid (a wider grid may do better)"
+           if r.tuned.at_grid_edge() else "")
         for r in results
-    )
+    )  # fmt: skip
     wall = timer.elapsed()
-    compile_s = sum(r.compile_time_s for r in results)
+    compile_s = sum(r.tuned.population.compile_time_s for r in results)
     sections = [
         f"Paper setup: {exp.paper_setup}",
         f"This run ({size.name}): {dataset_used}, {len(ds.x_train):,} training / "
@@ -581,10 +496,10 @@ def reproduce(
         "## Chosen configurations",
         chosen,
         "## Grid search",
-        search_table(results, exp.metric),
+        search_table(results),
         "## Measurement",
-        f"Wall time {wall:.1f} s ({compile_s:.1f} s compiling) on {machine()['device']}, "
-        f"{os.cpu_count()} CPU cores visible, {machine()['date']}.",
+        f"Wall time {wall:.1f} s ({compile_s:.1f} s compiling); "
+        f"{report.describe_machine(report.machine())}.",
     ]
     report.write_summary(run_dir, title, sections)
     print(table)

@@ -22,9 +22,10 @@ import dataclasses
 
 import numpy as np
 
-from experiments import report
+from experiments import report, tuning
 from experiments.papers import _common, _published
 from experiments.papers._common import Contender, Experiment, Size
+from experiments.papers.adam import apply_overrides, size_name
 
 TABLE_EPOCH = 6
 RATES = (1e0, 1e-1, 1e-2, 1e-3, 1e-4)
@@ -74,12 +75,12 @@ def experiment(what: str) -> Experiment:
     )
 
 
-def table_epoch(result: _common.CurveResult) -> int:
+def table_epoch(result: _common.Curve) -> int:
     """The epoch the tables read: 6, or the last one run if fewer."""
-    return min(TABLE_EPOCH, result.histories["test_error"].shape[2])
+    return min(TABLE_EPOCH, result.histories("test_error").shape[2])
 
 
-def table1(results: list[_common.CurveResult]) -> str:
+def table1(results: list[_common.Curve]) -> str:
     """Markdown: per optimizer a paper row and an ours row over the learning rates."""
     published = _published.ADADELTA_TABLE1
     rows = []
@@ -87,7 +88,7 @@ def table1(results: list[_common.CurveResult]) -> str:
         if r.contender.label not in published.rows:
             continue
         epoch = table_epoch(r)
-        errors = r.histories["test_error"][:, :, epoch - 1]
+        errors = r.histories("test_error")[:, :, epoch - 1]
         rows.append(
             [
                 r.contender.label,
@@ -100,17 +101,16 @@ def table1(results: list[_common.CurveResult]) -> str:
     return report.markdown_table(["method", "source", *(f"lr {lr:g}" for lr in RATES)], rows)
 
 
-def table2(result: _common.CurveResult) -> str:
+def table2(result: _common.Curve) -> str:
     """Markdown: ADADELTA's test error over ρ (rows) × ε (columns)."""
     epoch = table_epoch(result)
-    errors = result.histories["test_error"][:, :, epoch - 1]
+    errors = result.histories("test_error")[:, :, epoch - 1]
+    grid = result.tuned.grid
     rows = []
     for rho in RHOS:
         cells = []
         for eps in EPSILONS:
-            (p,) = np.flatnonzero(
-                np.isclose(result.hparams["rho"], rho) & np.isclose(result.hparams["eps"], eps)
-            )
+            (p,) = np.flatnonzero(np.isclose(grid["rho"], rho) & np.isclose(grid["eps"], eps))
             cells.append(report.format_mean_std(errors[p], digits=3))
         rows.append([f"ρ={rho:g}", *cells])
     best = _published.ADADELTA_TABLE2.rows["ADADELTA"][0]
@@ -121,34 +121,34 @@ def table2(result: _common.CurveResult) -> str:
     return note + report.markdown_table(["", *(f"ε={eps:g}" for eps in EPSILONS)], rows)
 
 
-def table_verdicts(results: list[_common.CurveResult], reasons: list[str]) -> list[str]:
-    """Per method: is the best setting the paper's, and is its error within the tolerance?"""
+def table_verdicts(results: list[_common.Curve], reasons: list[str]) -> list[str]:
+    """Per method: is the best setting at the table's epoch the paper's, and is its error
+    within the tolerance?"""
     lines = []
     likely = "; ".join(reasons) or "—"
     for r in results:
         epoch = table_epoch(r)
-        errors = np.mean(r.histories["test_error"][:, :, epoch - 1], axis=1)
-        errors = np.nan_to_num(errors, nan=np.inf)
-        best = int(np.argmin(errors))
-        if r.contender.label in _published.ADADELTA_TABLE1.rows:
-            paper = _published.ADADELTA_TABLE1.rows[r.contender.label]
+        per_seed = r.histories("test_error")[:, :, epoch - 1]
+        best = tuning.choose(per_seed)
+        error = float(np.mean(per_seed[best]))
+        grid = r.tuned.grid
+        if r.label in _published.ADADELTA_TABLE1.rows:
+            paper = _published.ADADELTA_TABLE1.rows[r.label]
             paper_setting = f"lr {RATES[int(np.argmin(paper))]:g}"
-            ours_setting = f"lr {float(r.hparams['learning_rate'][best]):g}"
-            paper_error, name = min(paper), f"Table 1, {r.contender.label}"
+            ours_setting = f"lr {grid['learning_rate'][best]:g}"
+            paper_error, name = min(paper), f"Table 1, {r.label}"
         else:
             paper_setting = "ε=1e-06, ρ=0.95"
-            ours_setting = (
-                f"ε={float(r.hparams['eps'][best]):g}, ρ={float(r.hparams['rho'][best]):g}"
-            )
+            ours_setting = f"ε={grid['eps'][best]:g}, ρ={grid['rho'][best]:g}"
             paper_error, name = _published.ADADELTA_TABLE2.rows["ADADELTA"][0], "Table 2, ADADELTA"
         same = paper_setting == ours_setting
-        deviation = (float(errors[best]) - paper_error) / paper_error
+        deviation = (error - paper_error) / paper_error
         close = abs(deviation) <= _common.TOLERANCE
         lines.append(
             f"- {name}: best setting **{'reproduced' if same else 'differs'}** (paper "
             f"{paper_setting}, ours {ours_setting}); its error **"
             f"{'reproduced' if close else 'differs'}** (paper {paper_error:.2f}%, ours "
-            f"{errors[best]:.2f}% after {epoch} epochs, {deviation:+.0%})"
+            f"{error:.2f}% after {epoch} epochs, {deviation:+.0%})"
             + ("" if same and close else f"; likely: {likely}")
         )
     return lines
@@ -177,8 +177,6 @@ def resolve_what(args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.papers.adam import apply_overrides, size_name
-
     what = resolve_what(args)
     exp = experiment(what)
     size = apply_overrides(SIZES[size_name(args)], args)
@@ -196,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if what in ("1", "all"):
         sections += ["## Table 1 (test error %, by learning rate)", table1(results)]
     if what in ("2", "all"):
-        adadelta = next(r for r in results if r.contender.label == "ADADELTA")
+        adadelta = next(r for r in results if r.label == "ADADELTA")
         sections += ["## Table 2 (ADADELTA test error %, by ρ and ε)", table2(adadelta)]
     verdicts = table_verdicts(results, reasons)
     if what in ("1", "2", "all"):

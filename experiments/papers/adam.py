@@ -30,8 +30,6 @@ import itertools
 
 import jax
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 import models
 from experiments import engine, report, tuning
@@ -340,8 +338,7 @@ def fig4_claim(grid, final_mean: np.ndarray) -> tuple[str, str]:
 
 def plot_fig4(path, grid, final: np.ndarray, size: VAESize, dataset: str, epochs: int):
     """One panel per (β1, β2): final loss against log10 α, with and without correction."""
-    figure = Figure(figsize=(3.2 * len(size.b2), 2.8 * len(size.b1) + 0.6), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = report.new_figure((3.2 * len(size.b2), 2.8 * len(size.b1) + 0.6))
     axes = figure.subplots(len(size.b1), len(size.b2), squeeze=False, sharey=True)
     finite = final[np.isfinite(final)]
     paper = _published.ADAM_FIG4.rows["β1=0.9, β2=0.9999, α=1e-3"]
@@ -409,7 +406,7 @@ def run_fig4(args, size: VAESize, run_dir):
             "optimizer": "adam_with_correction (experiments.papers.bias_correction)",
             "data": {"train": len(ds.x_train), "test": len(ds.x_test), "meta": ds.meta},
             "deviations_from_paper": reasons,
-            **_common.machine(),
+            "machine": report.machine(),
         },
     )
     print(f"[fig4] training {len(grid['b1'])} configurations × {size.seeds} seed(s) ...")
@@ -470,8 +467,8 @@ def run_fig4(args, size: VAESize, run_dir):
         "## Final training loss by configuration (mean ± std over seeds; — diverged)",
         table,
         "## Measurement",
-        f"Wall time {wall:.1f} s ({pop.compile_time_s:.1f} s compiling), "
-        f"{_common.machine()['device']}, {_common.machine()['date']}.",
+        f"Wall time {wall:.1f} s ({pop.compile_time_s:.1f} s compiling); "
+        f"{report.describe_machine(report.machine())}.",
     ]
     report.write_summary(run_dir, "Adam Fig. 4: bias correction (VAE on MNIST)", sections)
     print(comparison_md)

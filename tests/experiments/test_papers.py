@@ -212,13 +212,27 @@ def test_curve_verdict_tolerance_bounds_and_epochs_not_run():
     assert "same ranking" in ranking and "epoch 5" in ranking
 
 
-def test_hparam_grid_is_the_product_of_rates_and_momenta():
+def test_hparam_grid_is_the_product_of_rates_and_momenta_or_the_explicit_grid():
     contender = _common.Contender("SGDN", "nesterov", 0.1, momenta=(0.9, 0.99))
     size = _common.Size("s", epochs=1, seeds=1, grid=3, momenta=2)
     grid = _common.hparam_grid(contender, size)
-    np.testing.assert_allclose(np.unique(grid["learning_rate"]), [0.01, 0.1, 1.0])
-    assert len(grid["momentum"]) == 6 and set(grid["momentum"]) == {0.9, 0.99}
-    assert _common.select_best(np.array([[np.nan, 1.0], [2.0, 2.0], [0.5, 1.0]])) == 2
+    np.testing.assert_allclose(grid["learning_rate"], [0.01, 0.01, 0.1, 0.1, 1.0, 1.0])
+    assert grid["momentum"].tolist() == [0.9, 0.99] * 3
+    one_momentum = _common.Size("s", epochs=1, seeds=1, grid=3, momenta=1)
+    assert _common.hparam_grid(contender, one_momentum)["momentum"].tolist() == [0.9] * 3
+    explicit = _common.Contender(
+        "A", "adadelta_paper", 1.0, explicit_grid={"rho": (0.9, 0.95), "eps": (1e-2, 1e-6)}
+    )
+    assert _common.hparam_grid(explicit, size)["eps"].tolist() == [1e-2, 1e-6] * 2
+
+
+def test_subset_is_stratified_on_both_splits_and_recorded_in_meta():
+    ds = datasets.load("digits")
+    small = _common.subset(ds, 200, 100)
+    assert np.bincount(small.y_train, minlength=10).min() >= 19  # ≈ 20 of each class
+    assert np.bincount(small.y_test, minlength=10).min() >= 9
+    assert small.meta["subset"] == {"train": 200, "test": 100}
+    assert _common.subset(ds, None, None).x_train is ds.x_train
 
 
 # --------------------------------------------------------------------------- end to end
@@ -232,7 +246,8 @@ def _check_run(out: Path, png: str) -> tuple[dict, list[dict], str]:
     assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"({png})" in summary and "## Verdict" in summary
     assert re.search(r"\*\*(reproduced|differs|not compared)\*\*", summary)
-    assert config["deviations_from_paper"] and config["date"] and config["device"]
+    assert config["deviations_from_paper"] and config["machine"]["date_utc"]
+    assert config["machine"]["jax"] == jax.__version__ and "CPU cores" in summary
     return config, records, summary
 
 
@@ -254,7 +269,7 @@ def test_adam_paper_figures_run_end_to_end(tmp_path, capsys, figure):
     published = _published.ALL[_published_key]
     labels = {c["label"] for c in config["contenders"]}
     assert {r["curve"] for r in records} == labels
-    chosen = [r for r in records if r["chosen"]]
+    chosen = [r for r in records if r["selected"]]
     assert len(chosen) == len(labels)  # tiny: one seed, one epoch
     # The paper's numbers are printed beside ours.
     printed = capsys.readouterr().out
