@@ -5,6 +5,6 @@
 * :mod:`experiments.papers._published`: the papers' numbers, as data, with their source.
 * :mod:`experiments.papers._common`: the protocol (grid population → chosen configuration →
   seeds), the comparison tables, plots and verdicts.
-* :mod:`experiments.papers.bias_correction`: Adam with switchable bias correction and the
-  VAE population trainer of Fig. 4.
+* :mod:`experiments.papers.bias_correction`: Adam with switchable bias correction (Fig. 4;
+  the VAE trains on the engine with ``engine.NegativeELBO``).
 """
