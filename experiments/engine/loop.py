@@ -11,6 +11,7 @@ frozen and marked diverged (``fit`` raises :class:`NonFiniteError` instead).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -220,11 +221,16 @@ def describe_non_finite(guard, index: int, skip: bool) -> tuple[str, list[str]]:
     return "state", []
 
 
-def _message(what: str, leaves: list[str], skip: bool) -> str:
+def gradients_finite(guard, index: int) -> bool:
+    """Whether every gradient of member ``index`` was finite at its first bad step."""
+    return all(bool(np.asarray(leaf)[index]) for leaf in jax.tree.leaves(guard.grads))
+
+
+def _message(what: str, leaves: list[str], gave_up_skipping: bool) -> str:
     if what == "loss":
         return "the loss"
     where = f" of {', '.join(leaves)}" if leaves else ""
-    giving_up = " (too many non-finite gradients in a row to skip)" if skip else ""
+    giving_up = " (too many non-finite gradients in a row to skip)" if gave_up_skipping else ""
     return f"the {what}{where}{giving_up}"
 
 
@@ -327,7 +333,7 @@ def fit_population(
     steps = config.steps_per_epoch(splits.num_train)
     splits_lib.check_finite(splits)
     if skip:
-        make_tx = _skipping(make_tx)
+        make_tx = _Skipping(make_tx)
 
     num_seeds = len(seeds)
     num_members = num_configs * num_seeds
@@ -414,9 +420,10 @@ def fit_population(
                 newly_diverged = suspect & (bad_step >= 0)
                 for index in np.flatnonzero(newly_diverged):
                     what, leaves = describe_non_finite(checked_out.guard, index, skip)
+                    gave_up = skip and not gradients_finite(checked_out.guard, index)
                     non_finite[int(index)] = (
                         f"non-finite values at epoch {epoch}, step {bad_step[index]}: "
-                        f"{_message(what, leaves, skip)}"
+                        f"{_message(what, leaves, gave_up)}"
                     )
                     if _raise_non_finite:
                         _raise(non_finite[int(index)], checkpointer, epoch, int(bad_step[index]),
@@ -473,11 +480,33 @@ def _raise(message, checkpointer, epoch, step, what, leaves, state, history):
     )  # fmt: skip
 
 
-def _skipping(make_tx):
-    def make_skipping_tx(**hparams):
-        return finite.skip_non_finite(make_tx(**hparams))
+@dataclasses.dataclass(frozen=True)
+class _Skipping:
+    """``make_tx`` wrapped in :func:`optimizers.finite.skip_non_finite`; equal for an equal
+    ``make_tx``, so repeated fits under "skip" reuse the compiled epoch."""
 
-    return make_skipping_tx
+    make_tx: Callable
+
+    def __call__(self, **hparams):
+        return finite.skip_non_finite(self.make_tx(**hparams))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Returns:
+    """The ``make_tx`` of :func:`fit`: returns ``tx``. Equal for the same ``tx`` object, so a
+    repeated fit with one optimizer reuses the compiled epoch (the cache holds ``tx``, so
+    its ``id`` is not reused while cached)."""
+
+    tx: optax.GradientTransformation
+
+    def __call__(self):
+        return self.tx
+
+    def __eq__(self, other):
+        return isinstance(other, _Returns) and other.tx is self.tx
+
+    def __hash__(self):
+        return id(self.tx)
 
 
 def fit(
@@ -507,7 +536,7 @@ def fit(
       A :class:`FitResult`.
     """
     result = fit_population(
-        lambda key: model, lambda: tx, {}, [config.seed], data, config,
+        lambda key: model, _Returns(tx), {}, [config.seed], data, config,
         loss=loss, warm_start=warm_start, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, keep=keep, resume=resume,
         on_non_finite=on_non_finite, fingerprint=fingerprint, _raise_non_finite=True,
