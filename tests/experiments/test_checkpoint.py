@@ -1,7 +1,7 @@
 """Checkpoint and resume: atomic saves, retention, fingerprints, SIGKILL-and-resume.
 
-The runs go through ``engine.fit(..., checkpoint_dir=..., resume=...)``, one checkpoint
-per epoch.
+The runs go through ``engine.fit`` and ``engine.fit_population`` with
+``checkpoint_dir=..., resume=...``, one checkpoint per epoch.
 """
 
 from __future__ import annotations
@@ -46,39 +46,66 @@ def _setup(learning_rate=0.05):
     return ds, model, tx, config, fp
 
 
+def _announcer(announce: bool):
+    def on_epoch(report):  # called after the epoch's checkpoint is written
+        if announce:
+            print(f"saved {report.epoch}", flush=True)
+
+    return on_epoch
+
+
 def train(directory, *, resume: bool, announce: bool = False, learning_rate=0.05):
     """Train EPOCHS epochs through ``engine.fit`` with a checkpoint after each (keep 2)."""
     ds, model, tx, config, fp = _setup(learning_rate)
-
-    def on_epoch(record):  # called after the epoch's checkpoint is written
-        if announce:
-            print(f"saved {record['epoch']}", flush=True)
-
     result = engine.fit(
-        model, tx, ds, config, on_epoch=on_epoch, checkpoint_dir=directory, keep=2,
+        model, tx, ds, config, on_epoch=_announcer(announce), checkpoint_dir=directory, keep=2,
         resume=resume, fingerprint=fp,
     )  # fmt: skip
     return result.state, result.history
 
 
-def _params(state):
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(state.params)]
+def train_population(directory, *, resume: bool, announce: bool = False):
+    """EPOCHS epochs of 2 rates × 2 seeds through ``engine.fit_population`` (keep 2); the
+    rate 1e30 diverges, so the frozen members and the divergence marks are saved too."""
+    ds = make_classification(80, 8, 3, seed=0)
+    result = engine.fit_population(
+        lambda key: models.build("mlp", input_shape=ds.input_shape, num_classes=3, seed=key,
+                                 widths=(16,)),
+        opt.adam, {"learning_rate": [0.05, 1e30]}, [0, 1], ds,
+        engine.TrainConfig(epochs=EPOCHS, batch_size=16), on_epoch=_announcer(announce),
+        checkpoint_dir=directory, keep=2, resume=resume, fingerprint={"optimizer": "adam"},
+    )  # fmt: skip
+    return result.state, result.history
 
 
-def _losses(history):
-    return [(r["epoch"], r["train_loss"], r["test_loss"]) for r in history]
+RUNS = {"fit": train, "population": train_population}
 
 
-def _worker(directory):  # run in a subprocess by test_sigkill_then_resume_is_bitwise_identical
-    train(directory, resume=True, announce=True)
+def _leaves(state):
+    return [
+        np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+        for leaf in jax.tree.leaves(state)
+    ]
 
 
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    reference, reference_history = train(tmp_path / "reference", resume=False)
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _worker(directory, run="fit"):  # run in a subprocess by test_sigkill_then_resume_...
+    RUNS[run](directory, resume=True, announce=True)
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, run):
+    reference, reference_history = RUNS[run](tmp_path / "reference", resume=False)
     rng = random.Random()
     kill_after = rng.randint(1, EPOCHS - 2)  # epochs saved before the kill
     delay = rng.uniform(0.0, 0.05)  # then a random moment: mid-epoch or mid-save
-    code = f"from tests.experiments.test_checkpoint import _worker; _worker({str(tmp_path)!r})"
+    code = (
+        "from tests.experiments.test_checkpoint import _worker; "
+        f"_worker({str(tmp_path)!r}, {run!r})"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
@@ -95,10 +122,13 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
         saved = ckpt.steps()
     assert saved and saved[-1] < EPOCHS, f"kill after {kill_after}+{delay:.3f}s: {saved}"
 
-    resumed, history = train(tmp_path, resume=True)
-    for a, b in zip(_params(resumed), _params(reference), strict=True):
-        np.testing.assert_array_equal(a, b)  # bitwise
-    assert _losses(history) == _losses(reference_history)
+    resumed, history = RUNS[run](tmp_path, resume=True)
+    for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise: params, optimizer state, step, key
+    np.testing.assert_array_equal(history.diverged, reference_history.diverged)
+    assert history.metrics.keys() == reference_history.metrics.keys()
+    for name, values in reference_history.metrics.items():
+        np.testing.assert_array_equal(history.metrics[name], values)  # NaN where diverged
     with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
         assert ckpt.steps() == [EPOCHS - 1, EPOCHS]  # keep=2
 
@@ -123,17 +153,19 @@ def test_a_save_left_unfinished_by_a_kill_is_removed_before_the_folder_is_used(t
 
 def test_restore_returns_every_part_of_the_state(tmp_path):
     state, history = train(tmp_path, resume=False)
-    ds, model, tx, config, fp = _setup()
+    ds, model, tx, _, _ = _setup()
     _, fresh = engine.init_state(model, tx, engine.seed_keys(1)[1])
-    restored, restored_history, epoch = Checkpointer(CheckpointConfig(tmp_path)).restore_latest(
-        fresh, engine.run_fingerprint(model, ds, config, "stop", fp)
-    )
-    assert epoch == EPOCHS and restored_history == history
+    fresh = jax.tree.map(lambda leaf: leaf[None], fresh)  # the saved population of one
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        saved_fingerprint = ckpt.read_meta(EPOCHS)["fingerprint"]
+        restored, restored_history, epoch = ckpt.restore_latest(fresh, saved_fingerprint)
+    assert epoch == EPOCHS
+    assert restored_history == history.to_json()
     assert isinstance(restored, engine.TrainState)
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(a, b)
+    assert int(restored.step[0]) == EPOCHS * (len(ds.x_train) // 16)
+    assert int(restored.epoch[0]) == EPOCHS
+    for a, b in zip(_leaves(restored), _leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b[None])
         assert a.dtype == b.dtype
 
 
