@@ -60,7 +60,7 @@ SCRIPT = textwrap.dedent(
             "param_spec": [str(getattr(leaf.sharding, "spec", None))
                            for leaf in jax.tree.leaves(fit.state.params)],
             "fit_params": flat(fit.state.params),
-            "fit_loss": [r["train_loss"] for r in fit.history],
+            "fit_loss": fit.history.metrics["train_loss"][0, 0].tolist(),
             "pop_loss": pop.histories["train_loss"].tolist(),
         }
     mesh = parallel.data_mesh()
