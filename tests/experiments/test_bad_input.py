@@ -10,6 +10,7 @@ checkpointer itself, in tests/experiments/test_checkpoint.py.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -26,6 +27,7 @@ import models
 import optimizers as opt
 from experiments import cli, compare, data, engine
 from experiments.data.synthetic import make_classification
+from experiments.engine import loop
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -62,12 +64,13 @@ def _small():
 
 @pytest.fixture
 def no_compile(monkeypatch):
-    """Fail the test if the engine gets as far as compiling a training epoch."""
+    """Fail the test if the engine gets as far as compiling anything (``loop._compiled``
+    builds every compiled function of a fit)."""
 
     def refuse(*args):
         raise AssertionError("the engine compiled before rejecting the input")
 
-    monkeypatch.setattr(engine, "_compile", refuse)
+    monkeypatch.setattr(loop, "_compiled", refuse)
 
 
 def test_shapes_that_do_not_fit_the_model_fail_before_training(no_compile):
@@ -115,6 +118,48 @@ def test_bad_train_config():
         engine.TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match=r"batch_size 100 is larger than the training set"):
         engine.TrainConfig(batch_size=100).steps_per_epoch(32)
+
+
+def _mlp(key=0):
+    return models.build("mlp", input_shape=(8,), num_classes=3, seed=key, widths=(4,))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda ds, config: engine.fit_population(_mlp, opt.sgd, {"learning_rate": [0.1, 0.2],
+                                                                  "momentum": [0.9]}, [0], ds,
+                                                  config),
+         r"hparams must map names to 1-D lists of one common length"),
+        (lambda ds, config: engine.fit_population(_mlp, opt.sgd, {"learning_rate": [0.1]}, [],
+                                                  ds, config),
+         r"seeds must not be empty"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), ds, config, loss="mse"),
+         r"loss must be an Objective or a function .* got str"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), ds, config, on_non_finite="ignore"),
+         r"on_non_finite must be one of stop, skip, got 'ignore'"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), ds, config, resume=True),
+         r"resume needs a checkpoint folder"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), engine.padded(
+            {"x": ds.x_train, "y": ds.y_train}), dataclasses.replace(config, batch_size=None)),
+         r"padded training data \(train_size\) needs a batch_size"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), engine.Splits(
+            {"x": ds.x_train, "y": ds.y_train[:-1]}), config),
+         r"every array of a split needs the same number of rows"),
+    ],
+)  # fmt: skip
+def test_bad_engine_arguments_fail_before_compiling(no_compile, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(_small(), engine.TrainConfig(epochs=1, batch_size=8))
+
+
+def test_a_checkpoint_folder_that_holds_checkpoints_needs_resume_before_compiling(tmp_path):
+    ds, config = _small(), engine.TrainConfig(epochs=1, batch_size=8)
+    engine.fit(_mlp(), opt.sgd(0.1), ds, config, checkpoint_dir=tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "_compiled", lambda *args: pytest.fail("compiled first"))
+        with pytest.raises(ValueError, match=r"already holds checkpoints \(epochs \[1\]\)"):
+            engine.fit(_mlp(), opt.sgd(0.1), ds, config, checkpoint_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- through the CLI
