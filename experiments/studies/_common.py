@@ -1,8 +1,8 @@
 """What every study shares: whole optimisation runs in one ``lax.scan``, vmapped over problems,
-learning rates and seeds; picking a learning rate from a grid; formatting the results. The
-studies that train networks share the second half: train/validation/test splits, a rate grid
-trained as one ``engine.fit_population`` and chosen on validation (``tune``), metrics records,
-"beyond the seed spread" and multi-panel plots.
+learning rates and seeds; picking a learning rate from a grid by steps to a target; formatting
+the results. The studies that train networks share the second half: train/validation/test
+splits and "beyond the seed spread"; they tune a rate grid on validation with
+:func:`experiments.tuning.tune` and plot with :mod:`experiments.report`.
 
 A run is
 
@@ -16,21 +16,18 @@ share one compilation.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import sklearn.model_selection
 
 import optimizers as opt
-from experiments import engine, report
+from experiments import data, report
 
 Array = jax.Array
-MakeTx = Callable[[Array], optax.GradientTransformation]
+MakeTx = Callable[..., optax.GradientTransformation]  # make_tx(**hparams), as tuning's
 
 # The course-notes set: what the pictures and tables show by default.
 COURSE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
@@ -47,11 +44,6 @@ def optimizer_names(quick: bool) -> list[str]:
     return list(wanted)
 
 
-def make_tx_factory(name: str, **hyperparams) -> MakeTx:
-    """``learning_rate -> opt.get(name, learning_rate=..., **hyperparams)`` (traced rates ok)."""
-    return lambda learning_rate: opt.get(name, learning_rate=learning_rate, **hyperparams)
-
-
 def make_simulator(
     loss_fn: Callable[[Array, Array], Array],
     make_tx: MakeTx,
@@ -60,9 +52,10 @@ def make_simulator(
 ):
     """Compile one optimizer's runs on a family of problems ``loss_fn(θ, problem)``.
 
-    Returns ``simulate(problems, theta0s, noise_stds, learning_rates, xi)``, vmapped over
-    P problems (``problems``, ``theta0s`` and ``noise_stds`` share the leading axis P), L
-    learning rates (or rows of hyperparameters that ``make_tx`` takes) and S seeds, with
+    Returns ``simulate(problems, theta0s, noise_stds, hparams, xi)``, vmapped over P
+    problems (``problems``, ``theta0s`` and ``noise_stds`` share the leading axis P), L
+    configurations (``hparams``: name -> (L,) values, each row given to
+    ``make_tx(**row)``, e.g. :func:`experiments.tuning.optimizer_factory`) and S seeds, with
     standard normal draws ``xi`` shaped (S, T, d) (T steps). It gives the losses f(θ_t),
     t = 0..T, shaped (P, L, S, T+1), and with ``keep_path`` the iterates θ_t shaped
     (P, L, S, T+1, d). Only the loss and the optimizer are baked in, so one compilation
@@ -73,8 +66,8 @@ def make_simulator(
     if gradient_noise is None:
         gradient_noise = lambda xi, problem: xi  # noqa: E731
 
-    def run_one(problem, theta0, noise_std, learning_rate, xi):
-        tx = make_tx(learning_rate)
+    def run_one(problem, theta0, noise_std, hparams, xi):
+        tx = make_tx(**hparams)
 
         def step(carry, xi_t):
             theta, state = carry
@@ -134,11 +127,6 @@ def best_rate_index(losses: np.ndarray, target: float) -> int:
     return int(np.lexsort((final, mean_steps))[0])
 
 
-def log_grid(low: float, high: float, num: int) -> np.ndarray:
-    """``num`` log-spaced values from ``low`` to ``high``, both included."""
-    return np.logspace(math.log10(low), math.log10(high), num)
-
-
 def fmt(value: float, digits: int = 3) -> str:
     """A number for a Markdown table: 'diverged' for inf/NaN, short scientific otherwise."""
     if value is None or not np.isfinite(value):
@@ -154,23 +142,13 @@ def mean_std(values: np.ndarray, digits: int = 3) -> str:
     return f"{values.mean():.{digits}g} ± {values.std():.{digits}g}"
 
 
-def new_figure(width: float, height: float):
-    """A Matplotlib figure on the Agg canvas (no pyplot, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
 # ----------------------------------------------------------------------------- training studies
 #
 # The studies that train networks (noise-redundancy, batch-regimes, lr-sensitivity,
-# generalisation, architectures) share one protocol: every learning-rate grid × seeds is ONE
-# ``engine.fit_population`` (one vmap, one compilation per optimizer and setting), the rate is
-# chosen on a validation split carved from the training set (never the test set), and the
-# chosen rate's seeds are reported as mean ± std.
+# generalisation, architectures) share one protocol, :func:`experiments.tuning.tune`: every
+# learning-rate grid × seeds is ONE population (one vmap, one compilation per optimizer and
+# setting), the rate is chosen on a validation split carved from the training set (never the
+# test set), and the chosen rate's seeds are reported as mean ± std.
 
 SGD_FAMILY = ("sgd", "momentum", "nesterov", "sgdm")
 ADAPTIVE_FAMILY = ("adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "amsgrad")
@@ -200,19 +178,6 @@ class Splits:
         return dataclasses.replace(self, **changes)
 
 
-def stratified_subset(x: np.ndarray, y: np.ndarray, size: int | None, seed: int = 0):
-    """``size`` examples of ``(x, y)`` with the class proportions kept (all of them if None)."""
-    if size is None or size >= len(y):
-        return x, y
-    if size < 1:
-        raise ValueError(f"subset size must be >= 1, got {size}")
-    keep, _ = sklearn.model_selection.train_test_split(
-        np.arange(len(y)), train_size=size, stratify=y, random_state=seed
-    )
-    keep = np.sort(keep)
-    return x[keep], y[keep]
-
-
 def make_splits(
     ds,
     *,
@@ -224,116 +189,18 @@ def make_splits(
     """Hold out a stratified ``validation`` fraction of the (optionally subsampled) training set.
 
     ``num_train`` examples of the official training set (stratified; all if None) are split
-    into train and validation; ``num_test`` examples of the official test set are kept for
-    the final report only.
+    into train and validation (:func:`experiments.data.split_validation`); ``num_test``
+    examples of the official test set are kept for the final report only.
     """
-    if not 0.0 < validation < 1.0:
-        raise ValueError(f"validation must be a fraction in (0, 1), got {validation}")
-    x, y = stratified_subset(ds.x_train, ds.y_train, num_train, seed)
-    x_train, x_val, y_train, y_val = sklearn.model_selection.train_test_split(
-        x, y, test_size=validation, stratify=y, random_state=seed
-    )
-    x_test, y_test = stratified_subset(ds.x_test, ds.y_test, num_test, seed)
+    x, y = data.stratified_subset(ds.x_train, ds.y_train, num_train, seed=seed)
+    x_train, y_train, x_val, y_val = data.split_validation(x, y, validation, seed=seed)
+    x_test, y_test = data.stratified_subset(ds.x_test, ds.y_test, num_test, seed=seed)
     return Splits(ds.name, x_train, y_train, x_val, y_val, x_test, y_test, ds.num_classes)
 
 
 def load_splits(name: str, **kwargs) -> Splits:
     """``make_splits(data.load(name), **kwargs)``."""
-    from experiments import data
-
     return make_splits(data.load(name), **kwargs)
-
-
-def rate_grid(name: str, size: int, decades: float = 1.0) -> np.ndarray:
-    """``size`` rates η₀ · 10^u, u evenly spaced in [−decades, decades], η₀ the registry's
-    ``suggested_learning_rate`` (just η₀ if ``size`` is 1)."""
-    center = opt.info(name).suggested_learning_rate
-    exponents = np.linspace(-decades, decades, size) if size > 1 else np.zeros(1)
-    return center * 10.0**exponents
-
-
-def choose_rate(values: np.ndarray, higher_is_better: bool = False) -> int:
-    """Index of the best seed-mean last-epoch value of a ``(P, S, epochs)`` metric.
-
-    A diverged run (NaN) counts as the worst possible value.
-    """
-    last = np.asarray(values, np.float64)[..., -1]
-    if higher_is_better:
-        last = -last
-    return int(np.argmin(finite_or_inf(last).mean(axis=1)))
-
-
-class Tuned(NamedTuple):
-    """One optimizer's population over a rate grid and the rate chosen on validation."""
-
-    optimizer: str
-    rates: np.ndarray  # (P,)
-    population: engine.PopulationResult
-    index: int  # the chosen rate
-
-    @property
-    def rate(self) -> float:
-        return float(self.rates[self.index])
-
-    def curves(self, metric: str) -> np.ndarray:
-        """``(S, epochs)`` of ``metric`` at the chosen rate."""
-        return self.population.histories[metric][self.index]
-
-    def final(self, metric: str) -> np.ndarray:
-        """``(S,)`` last-epoch values of ``metric`` at the chosen rate."""
-        return self.curves(metric)[:, -1]
-
-
-def tune(
-    optimizer: str,
-    make_model: Callable,
-    splits: Splits,
-    config: engine.TrainConfig,
-    rates: np.ndarray,
-    seeds: list[int],
-    *,
-    select: str = "val_loss",
-    **hyperparams,
-) -> Tuned:
-    """Train ``rates × seeds`` in one population and choose the rate on ``select``.
-
-    ``select`` is ``"val_loss"`` (lowest) or ``"val_accuracy"`` (highest), seed-mean of the
-    last epoch. ``hyperparams`` are fixed keyword arguments of the optimizer.
-    """
-    if select not in ("val_loss", "val_accuracy"):
-        raise ValueError(f"select must be 'val_loss' or 'val_accuracy', got {select!r}")
-    population = engine.fit_population(
-        make_model,
-        make_tx_factory(optimizer, **hyperparams),
-        {"learning_rate": np.asarray(rates, np.float32)},
-        seeds,
-        splits,
-        config,
-    )
-    index = choose_rate(population.histories[select], higher_is_better=select == "val_accuracy")
-    return Tuned(optimizer, np.asarray(rates, np.float64), population, index)
-
-
-def population_records(tuned: Tuned, **fields) -> list[dict]:
-    """One metrics.jsonl record per (rate, seed, epoch): optimizer, rate, seed, epoch, selected,
-    diverged, every metric, and ``fields`` (the study's setting)."""
-    pop = tuned.population
-    records = []
-    for p, rate in enumerate(tuned.rates):
-        for s, seed in enumerate(pop.seeds):
-            for e in range(pop.histories["train_loss"].shape[-1]):
-                record = dict(
-                    **fields,
-                    optimizer=tuned.optimizer,
-                    learning_rate=float(rate),
-                    seed=int(seed),
-                    epoch=e + 1,
-                    selected=p == tuned.index,
-                    diverged=bool(pop.diverged[p, s]),
-                )
-                record.update({k: float(v[p, s, e]) for k, v in pop.histories.items()})
-                records.append(record)
-    return records
 
 
 def spread_differs(a: np.ndarray, b: np.ndarray) -> bool:
@@ -350,62 +217,12 @@ def mean_std_pct(values: np.ndarray) -> str:
     return report.format_mean_std(values, digits=4, scale=100.0)
 
 
-def plot_panels(
-    path,
-    panels: dict[str, dict[str, tuple]],
-    *,
-    xlabel: str,
-    ylabel: str,
-    logy: bool = False,
-    logx: bool = False,
-    suptitle: str = "",
-    columns: int = 3,
-):
-    """Panels of ``label -> (x, mean, std or None)`` curves with ±std bands; saves a PNG."""
-    rows = -(-len(panels) // columns)
-    columns = min(columns, len(panels))
-    figure = new_figure(4.2 * columns, 3.3 * rows)
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, (title, curves) in zip(axes, panels.items(), strict=False):
-        for label, (x, mean, std) in curves.items():
-            x, mean = np.asarray(x, float), np.asarray(mean, float)
-            (line,) = ax.plot(x, mean, label=label, lw=1.4, marker="." if len(x) < 12 else None)
-            if std is not None:
-                std = np.asarray(std, float)
-                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        if logy:
-            ax.set_yscale("log")
-        if logx:
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    if suptitle:
-        figure.suptitle(suptitle)
-    report.save_figure(figure, path, dpi=80)
-    return path
-
-
 def seed_list(seeds: int | None, default: int) -> list[int]:
     """Seeds 0..n−1 (``seeds`` from the command line, else the study's default)."""
     count = default if seeds is None else seeds
     if count < 1:
         raise ValueError(f"seeds must be at least 1, got {count}")
     return list(range(count))
-
-
-def hardware() -> str:
-    """Where this ran, for the summaries: JAX backend, device and CPU count."""
-    import os
-    import platform
-
-    device = jax.devices()[0]
-    return (
-        f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), "
-        f"{os.cpu_count()} CPU cores, {platform.machine()}"
-    )
 
 
 def pick_size(sizes: dict[str, dict], size: str | None, quick: bool) -> tuple[str, dict]:

@@ -118,7 +118,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         run_dir,
         dict(**cfg, quick=quick, size=size_name, seed_ids=seed_ids, train=config,
              plan={t: dict(model=m, dataset=d, options=o) for t, (m, d, o) in plan.items()},
-             data={k: s.sizes() for k, s in datasets.items()}, hardware=common.hardware()),
+             data={k: s.sizes() for k, s in datasets.items()}, machine=report.machine()),
     )  # fmt: skip
     by_task, labels = {}, {}
     with report.MetricsWriter(run_dir) as metrics:
@@ -162,7 +162,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         "## Results at the tuned learning rate",
         report.markdown_table(generalisation.RESULT_HEADERS, generalisation.result_rows(by_task)),
         "\n".join(f"![{png}]({png})" for png in pngs),
-        f"Hardware: {common.hardware()}. Run time: {time.perf_counter() - started:.1f} s.",
+        f"Hardware: {report.describe_machine(report.machine())}. "
+        f"Run time: {time.perf_counter() - started:.1f} s.",
     ]
     report.write_summary(run_dir, "Study: optimizers across architectures", sections)
     print(text)

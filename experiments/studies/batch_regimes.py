@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import models
-from experiments import engine, report
+from experiments import engine, report, tuning
 from experiments.studies import _common as common
 
 STUDY = "batch-regimes"
@@ -87,13 +87,13 @@ def timed_run(make_model, name, rate, splits, config, seed_ids):
     """Cumulative wall time per epoch of ONE run (``engine.fit``, seed ``seed_ids[0]``) and its
     compile time; epochs after a divergence get NaN."""
     model = make_model(engine.seed_keys(seed_ids[0])[0])
-    tx = common.make_tx_factory(name)(rate)
+    tx = tuning.optimizer_factory(name)(learning_rate=rate)
     try:
         fitted = engine.fit(model, tx, splits, config)
         history, compile_s = fitted.history, fitted.compile_time_s
     except engine.NonFiniteError as err:
         history, compile_s = err.history, float("nan")
-    times = [h["epoch_time_s"] for h in history]
+    times = [h["epoch_time_s"] for h in history.records()]
     times += [np.nan] * (config.epochs - len(times))
     return np.cumsum(times), compile_s
 
@@ -142,7 +142,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         run_dir,
         dict(study=STUDY, quick=quick, size=size_name, **cfg, seed_ids=seed_ids,
              num_train=num_train, target="sqrt(min * max) of final losses", data=splits.sizes(),
-             hardware=common.hardware()),
+             machine=report.machine()),
     )  # fmt: skip
 
     def make_model(key):
@@ -159,11 +159,20 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
             config = engine.TrainConfig(
                 epochs=cfg["epochs"], batch_size=batch_size, eval_train=True
             )
-            rates = common.rate_grid(name, cfg["num_rates"], cfg["decades"])
-            tuned = common.tune(name, make_model, splits, config, rates, seed_ids)
-            seconds, compile_s = timed_run(make_model, name, tuned.rate, splits, config, seed_ids)
+            rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
+            tuned = tuning.tune(
+                make_model,
+                tuning.optimizer_factory(name),
+                {"learning_rate": rates},
+                seed_ids,
+                splits,
+                config,
+                name=name,
+            )
+            rate = tuned.chosen["learning_rate"]
+            seconds, compile_s = timed_run(make_model, name, rate, splits, config, seed_ids)
             steps = config.steps_per_epoch(num_train)
-            for record in common.population_records(
+            for record in tuning.records(
                 tuned, study=STUDY, batch_size=batch_size or num_train, steps_per_epoch=steps
             ):
                 record["final_loss"] = record["train_loss"]
@@ -171,7 +180,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
                     record["wall_time_s"] = float(seconds[record["epoch"] - 1])
                 records.append(record)
             results[name][label] = dict(
-                rate=tuned.rate,
+                rate=rate,
                 curve=tuned.curves("train_loss"),
                 test_accuracy=tuned.final("test_accuracy"),
                 seconds=seconds,
@@ -207,11 +216,11 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
                for label, r in b.items()}
         for name, b in results.items()
     }  # fmt: skip
-    common.plot_panels(
+    report.plot_panels(
         run_dir / "loss_vs_epochs.png", by_epoch, xlabel="epoch", ylabel="training loss",
         logy=True, suptitle=f"{splits.name}: training loss per epoch (tuned η per batch size)",
     )  # fmt: skip
-    common.plot_panels(
+    report.plot_panels(
         run_dir / "loss_vs_time.png", by_time, xlabel="wall time (s, one run, no compile)",
         ylabel="training loss", logy=True, logx=True,
         suptitle=f"{splits.name}: training loss against wall time",
@@ -242,7 +251,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
             rows,
         ),  # fmt: skip
         "![loss vs epochs](loss_vs_epochs.png)\n![loss vs wall time](loss_vs_time.png)",
-        f"Hardware: {common.hardware()}. Run time: {time.perf_counter() - started:.1f} s.",
+        f"Hardware: {report.describe_machine(report.machine())}. "
+        f"Run time: {time.perf_counter() - started:.1f} s.",
     ]
     report.write_summary(run_dir, "Study: batch GD vs SGD vs mini-batches", sections)
     print(text)

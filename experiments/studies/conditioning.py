@@ -32,7 +32,7 @@ import numpy as np
 import optax
 import scipy.stats
 
-from experiments import report
+from experiments import report, tuning
 from experiments.studies import _common as common
 
 DIAGONAL = ("adagrad", "rmsprop", "adam")  # per-coordinate step sizes
@@ -93,7 +93,7 @@ def run_optimizers(names: list[str], size: dict, rates: np.ndarray) -> dict:
     all_theta0 = batch([starts[frame] for frame, _ in SETTINGS])
     all_noise = batch([size["noise_std"] * noisy for _, noisy in SETTINGS])
     xi = common.standard_normal(size["seeds"], size["steps"], size["dim"])
-    grid = jnp.asarray(rates, jnp.float32)
+    grid = {"learning_rate": jnp.asarray(rates, jnp.float32)}
 
     def tune(losses, noisy):
         seeds = slice(None) if noisy else slice(0, 1)
@@ -104,7 +104,7 @@ def run_optimizers(names: list[str], size: dict, rates: np.ndarray) -> dict:
 
     results = {setting: {} for setting in SETTINGS}
     for name in names:
-        simulate = common.make_simulator(quadratic, common.make_tx_factory(name), hessian_noise)
+        simulate = common.make_simulator(quadratic, tuning.optimizer_factory(name), hessian_noise)
         losses, _ = simulate(all_q, all_theta0, all_noise, grid, xi)
         for p, setting in enumerate(SETTINGS):
             results[setting][name] = tune(losses[p], setting[1])
@@ -112,7 +112,9 @@ def run_optimizers(names: list[str], size: dict, rates: np.ndarray) -> dict:
     for frame in frames:
         curvature = jnp.asarray(np.diag(hessians[frame]), jnp.float32)
         simulate = common.make_simulator(
-            quadratic, lambda lr, c=curvature: diagonal_preconditioner(lr, c), hessian_noise
+            quadratic,
+            lambda learning_rate, c=curvature: diagonal_preconditioner(learning_rate, c),
+            hessian_noise,
         )
         indices = np.array([p for p, (f, _) in enumerate(SETTINGS) if f == frame])
         losses, _ = simulate(all_q[indices], all_theta0[indices], all_noise[indices], grid, xi)
@@ -216,7 +218,7 @@ def scores(results: dict, problem: dict, noisy: bool) -> dict[str, dict[str, Sco
 
 
 def plot_curves(results: dict, rates: np.ndarray, names: list[str], problem: dict):
-    fig = common.new_figure(13, 9.5)
+    fig = report.new_figure((13, 9.5))
     axes = fig.subplots(2, 2, sharey="row")
     colors = matplotlib.colormaps["tab10"]
     for ax, (frame, noisy) in zip(axes.T.ravel(), SETTINGS, strict=True):
@@ -254,7 +256,7 @@ def plot_curves(results: dict, rates: np.ndarray, names: list[str], problem: dic
 
 
 def plot_bars(losses_by_noise: dict, names: list[str]):
-    fig = common.new_figure(13, 4.5)
+    fig = report.new_figure((13, 4.5))
     axes = fig.subplots(1, 2)
     x = np.arange(len(names))
     for ax, (noisy, losses) in zip(axes, losses_by_noise.items(), strict=True):
@@ -283,7 +285,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
     started = time.perf_counter()
     size = sizes(quick, seeds)
     names = common.optimizer_names(quick)
-    rates = common.log_grid(1e-4, 10.0, size["num_rates"])
+    rates = tuning.log_range(1e-4, 10.0, size["num_rates"])
     run_dir = report.make_run_dir(out, "study-conditioning")
     results, problem = run_optimizers(names, size, rates)
     all_names = names + [ORACLE]
@@ -300,6 +302,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
             eigenvalues=eig,
             settings=SETTINGS,
             margin_decades=MARGIN_DECADES,
+            machine=report.machine(),
         ),
     )
     sections = [

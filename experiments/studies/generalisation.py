@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import models
-from experiments import engine, report
+from experiments import engine, report, tuning
 from experiments.studies import _common as common
 
 STUDY = "generalisation"
@@ -57,11 +57,11 @@ SIZES = {
 }  # fmt: skip
 
 
-def outcome(tuned: common.Tuned) -> dict:
+def outcome(tuned: tuning.Tuned) -> dict:
     """Per-seed numbers at the chosen rate."""
     train_acc, test_acc = tuned.final("train_accuracy"), tuned.final("test_accuracy")
     return dict(
-        rate=tuned.rate,
+        rate=tuned.chosen["learning_rate"],
         train_loss=tuned.final("train_loss"),
         train_accuracy=train_acc,
         val_accuracy=tuned.final("val_accuracy"),
@@ -81,11 +81,18 @@ def compare_on_task(
     """Tune every optimizer on ``splits`` (by validation accuracy); log and return outcomes."""
     results = {}
     for name in names:
-        rates = common.rate_grid(name, cfg["num_rates"], cfg["decades"])
-        tuned = common.tune(
-            name, make_model, splits, config, rates, seed_ids, select="val_accuracy"
+        rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
+        tuned = tuning.tune(
+            make_model,
+            tuning.optimizer_factory(name),
+            {"learning_rate": rates},
+            seed_ids,
+            splits,
+            config,
+            select="val_accuracy",
+            name=name,
         )
-        for record in common.population_records(tuned, study=cfg["study"], task=task, **fields):
+        for record in tuning.records(tuned, study=cfg["study"], task=task, **fields):
             record["final_loss"] = record["train_loss"]
             metrics.write(record)
         results[name] = outcome(tuned)
@@ -165,11 +172,11 @@ def plot_tasks(run_dir, by_task: dict[str, dict[str, dict]], prefix: str = "") -
             acc = 100 * r["test_accuracy_curve"]
             acc_panels[task][n] = (epochs, acc.mean(0), acc.std(0))
     names = [f"{prefix}loss_curves.png", f"{prefix}test_accuracy.png"]
-    common.plot_panels(
+    report.plot_panels(
         run_dir / names[0], loss_panels, xlabel="epoch", ylabel="loss", logy=True,
         suptitle="training and test loss at the tuned rate (mean ± std over seeds)",
     )  # fmt: skip
-    common.plot_panels(
+    report.plot_panels(
         run_dir / names[1], acc_panels, xlabel="epoch", ylabel="test accuracy %",
         suptitle="test accuracy at the tuned rate (mean ± std over seeds)",
     )  # fmt: skip
@@ -198,7 +205,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         run_dir,
         dict(**cfg, quick=quick, size=size_name, seed_ids=seed_ids, train=config,
              data={k: s.sizes() for k, s in task_splits.items()},
-             hardware=common.hardware()),
+             machine=report.machine()),
     )  # fmt: skip
     by_task = {}
     with report.MetricsWriter(run_dir) as metrics:
@@ -227,7 +234,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         "## Results at the tuned learning rate",
         report.markdown_table(RESULT_HEADERS, result_rows(by_task)),
         "\n".join(f"![{png}]({png})" for png in pngs),
-        f"Hardware: {common.hardware()}. Run time: {time.perf_counter() - started:.1f} s.",
+        f"Hardware: {report.describe_machine(report.machine())}. "
+        f"Run time: {time.perf_counter() - started:.1f} s.",
     ]
     report.write_summary(run_dir, "Study: generalisation of adaptive methods vs SGD", sections)
     print(text)

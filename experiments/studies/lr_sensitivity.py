@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import models
-from experiments import engine, report
+from experiments import engine, report, tuning
 from experiments.studies import _common as common
 
 TOLERANCE = 0.1
@@ -149,7 +149,7 @@ def answer(widths: dict[str, dict]) -> str:
 
 
 def plot(path, rates, finals: dict[str, np.ndarray], widths: dict[str, dict], title: str):
-    figure = common.new_figure(8, 4.8)
+    figure = report.new_figure((8, 4.8))
     ax = figure.add_subplot()
     for name, final in finals.items():
         final = common.finite_or_inf(final)
@@ -173,14 +173,14 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     splits = common.load_splits(cfg["dataset"], num_train=cfg["num_train"])
     decades = math.log10(cfg["high"] / cfg["low"])
-    rates = common.log_grid(cfg["low"], cfg["high"], round(decades * cfg["per_decade"]) + 1)
+    rates = tuning.log_range(cfg["low"], cfg["high"], round(decades * cfg["per_decade"]) + 1)
     config = engine.TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], eval_train=True)
     run_dir = report.make_run_dir(out, f"study-{STUDY}")
     report.write_config(
         run_dir,
         dict(study=STUDY, quick=quick, size=size_name, **cfg, seed_ids=seed_ids,
              learning_rates=rates, tolerance=TOLERANCE, train=config, data=splits.sizes(),
-             hardware=common.hardware()),
+             machine=report.machine()),
     )  # fmt: skip
 
     def make_model(key):
@@ -191,8 +191,16 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
     finals, train_finals, widths, train_widths = {}, {}, {}, {}
     with report.MetricsWriter(run_dir) as metrics:
         for name in cfg["optimizers"]:
-            tuned = common.tune(name, make_model, splits, config, rates, seed_ids)
-            for record in common.population_records(tuned, study=STUDY):
+            tuned = tuning.tune(
+                make_model,
+                tuning.optimizer_factory(name),
+                {"learning_rate": rates},
+                seed_ids,
+                splits,
+                config,
+                name=name,
+            )
+            for record in tuning.records(tuned, study=STUDY):
                 record["final_loss"] = record["val_loss"]
                 metrics.write(record)
             finals[name] = tuned.population.histories["val_loss"][..., -1]
@@ -230,7 +238,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         table(train_widths),
         "![validation loss vs learning rate](lr_sensitivity.png)\n"
         "![training loss vs learning rate](lr_sensitivity_train.png)",
-        f"Hardware: {common.hardware()}. Run time: {time.perf_counter() - started:.1f} s.",
+        f"Hardware: {report.describe_machine(report.machine())}. "
+        f"Run time: {time.perf_counter() - started:.1f} s.",
     ]
     report.write_summary(run_dir, "Study: learning-rate sensitivity", sections)
     print(text)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 import models
-from experiments import data, engine, report
+from experiments import data, engine, report, tuning
 from experiments.studies import _common as common
 
 STUDY = "noise-redundancy"
@@ -96,12 +96,12 @@ def whole_batches(splits: common.Splits, batch_size: int) -> common.Splits:
     return splits.replace(x_train=splits.x_train[:keep], y_train=splits.y_train[:keep])
 
 
-def outcome(tuned: common.Tuned, steps_per_epoch: int) -> dict:
+def outcome(tuned: tuning.Tuned, steps_per_epoch: int) -> dict:
     """The chosen rate's per-seed numbers and curves."""
     train_acc, test_acc = tuned.final("train_accuracy"), tuned.final("test_accuracy")
     epochs = tuned.curves("train_loss").shape[-1]
     return dict(
-        rate=tuned.rate,
+        rate=tuned.chosen["learning_rate"],
         train_loss=tuned.final("train_loss"),
         train_accuracy=train_acc,
         test_accuracy=test_acc,
@@ -195,7 +195,7 @@ def loss_panels(results, names: list[str], cases: list[Setting]) -> dict:
 
 
 def plot_gaps(path, results, names, labels):
-    figure = common.new_figure(max(7, 1.6 * len(labels)), 4.2)
+    figure = report.new_figure((max(7, 1.6 * len(labels)), 4.2))
     axes = figure.subplots(1, 2)
     x = np.arange(len(labels))
     width = 0.8 / len(names)
@@ -231,7 +231,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         run_dir,
         dict(study=STUDY, quick=quick, size=size_name, **cfg, seed_ids=seed_ids,
              settings=[c._asdict() for c in cases], train=base, data=splits.sizes(),
-             hardware=common.hardware()),
+             machine=report.machine()),
     )  # fmt: skip
 
     def make_model(key):
@@ -251,9 +251,17 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
             steps_per_epoch = config.steps_per_epoch(len(derived.y_train))
             results[case.label] = {}
             for name in names:
-                rates = common.rate_grid(name, cfg["num_rates"], cfg["decades"])
-                tuned = common.tune(name, make_model, derived, config, rates, seed_ids)
-                for record in common.population_records(
+                rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
+                tuned = tuning.tune(
+                    make_model,
+                    tuning.optimizer_factory(name),
+                    {"learning_rate": rates},
+                    seed_ids,
+                    derived,
+                    config,
+                    name=name,
+                )
+                for record in tuning.records(
                     tuned, study=STUDY, setting=case.label, label_noise=case.noise,
                     copies=case.copies,
                 ):  # fmt: skip
@@ -270,7 +278,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
         for label in labels for n, r in results[label].items()
     ]  # fmt: skip
     panels = loss_panels(results, names, cases)
-    common.plot_panels(
+    report.plot_panels(
         run_dir / "training_loss.png", panels, xlabel="gradient steps",
         ylabel="training loss (labels trained on)", logy=True,
         suptitle=f"{splits.name}: training loss at the tuned rate (mean ± std over seeds)",
@@ -301,7 +309,8 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
             rows,
         ),  # fmt: skip
         "![training loss](training_loss.png)\n![accuracy and gap](accuracy_gap.png)",
-        f"Hardware: {common.hardware()}. Run time: {time.perf_counter() - started:.1f} s.",
+        f"Hardware: {report.describe_machine(report.machine())}. "
+        f"Run time: {time.perf_counter() - started:.1f} s.",
     ]
     report.write_summary(run_dir, "Study: label noise and duplicated data", sections)
     print(text)

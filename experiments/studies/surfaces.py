@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-import optimizers as opt
-from experiments import report
+from experiments import report, tuning
 from experiments.studies import _common as common
 
 MOMENTA = (0.0, 0.5, 0.9, 0.99)
@@ -169,8 +168,9 @@ def run_optimizers(names: list[str], size: dict, rates: np.ndarray) -> dict:
     xi = common.standard_normal(size["seeds"], size["steps"], 2)
     results = {}
     for name in names:
-        simulate = common.make_simulator(surface_loss, common.make_tx_factory(name), keep_path=True)
-        losses, paths = simulate(index, theta0, noise, jnp.asarray(rates, jnp.float32), xi)
+        make_tx = tuning.optimizer_factory(name)
+        simulate = common.make_simulator(surface_loss, make_tx, keep_path=True)
+        losses, paths = simulate(index, theta0, noise, {"learning_rate": rates}, xi)
         losses, paths = np.asarray(losses, np.float64), np.asarray(paths)
         for p, (surface, start, noisy) in enumerate(settings):
             seeds = slice(None) if noisy else slice(0, 1)
@@ -185,9 +185,9 @@ def run_optimizers(names: list[str], size: dict, rates: np.ndarray) -> dict:
 def momentum_sweep(size: dict) -> dict:
     """Heavy-ball SGD in the ravine over a grid of (η, β): final losses and a few paths."""
     shown_rates = (0.002, 0.018, 0.03)  # below, near and past plain SGD's limit 2/λ_max = 0.02
-    rates = np.union1d(common.log_grid(1e-4, 0.1, size["sweep_rates"]), shown_rates)
-    grid = np.array([(rate, beta) for beta in MOMENTA for rate in rates], np.float32)
-    make_tx = lambda hp: opt.get("sgd", learning_rate=hp[0], momentum=hp[1])  # noqa: E731
+    rates = np.union1d(tuning.log_range(1e-4, 0.1, size["sweep_rates"]), shown_rates)
+    grid = tuning.product_grid(momentum=MOMENTA, learning_rate=rates)  # β slowest
+    make_tx = tuning.optimizer_factory("sgd")
     simulate = common.make_simulator(lambda theta, _: ravine(theta), make_tx, keep_path=True)
     start = np.asarray(SURFACES[-1].starts["(−9, 1)"], np.float32)
     xi = np.zeros((1, size["sweep_steps"], 2), np.float32)
@@ -241,7 +241,7 @@ def _contours(ax, surface: Surface, num: int = 300):
 
 def plot_paths(surface: Surface, results: dict, names: list[str], rates: np.ndarray):
     starts = list(surface.starts)
-    fig = common.new_figure(7 * len(starts), 6)
+    fig = report.new_figure((7 * len(starts), 6))
     axes = fig.subplots(1, len(starts), squeeze=False)
     colors = matplotlib.colormaps["tab10"]
     for ax, start in zip(axes[0], starts, strict=True):
@@ -266,7 +266,7 @@ def plot_paths(surface: Surface, results: dict, names: list[str], rates: np.ndar
 
 def plot_noisy_curves(surface: Surface, results: dict, names: list[str]):
     starts = list(surface.starts)
-    fig = common.new_figure(6.5 * len(starts), 4.5)
+    fig = report.new_figure((6.5 * len(starts), 4.5))
     axes = fig.subplots(1, len(starts), squeeze=False)
     colors = matplotlib.colormaps["tab10"]
     for ax, start in zip(axes[0], starts, strict=True):
@@ -292,7 +292,7 @@ def plot_noisy_curves(surface: Surface, results: dict, names: list[str]):
 
 
 def plot_sweep(sweep: dict):
-    fig = common.new_figure(8, 5)
+    fig = report.new_figure((8, 5))
     ax = fig.subplots()
     colors = matplotlib.colormaps["viridis"]
     ceiling = 10 * sweep["initial_loss"]
@@ -325,7 +325,7 @@ def plot_sweep(sweep: dict):
 def plot_sweep_paths(sweep: dict):
     surface = SURFACES[-1]
     shown = sweep["shown_rates"]
-    fig = common.new_figure(4.2 * len(MOMENTA), 2.6 * len(shown) + 0.4)
+    fig = report.new_figure((4.2 * len(MOMENTA), 2.6 * len(shown) + 0.4))
     axes = fig.subplots(len(shown), len(MOMENTA), sharex=True, sharey=True)
     for row, rate in enumerate(shown):
         col_rate = int(np.argmin(np.abs(sweep["rates"] - rate)))
@@ -354,7 +354,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
     started = time.perf_counter()
     size = sizes(quick, seeds)
     names = common.optimizer_names(quick)
-    rates = common.log_grid(1e-5, 3.0, size["num_rates"])
+    rates = tuning.log_range(1e-5, 3.0, size["num_rates"])
     run_dir = report.make_run_dir(out, "study-surfaces")
     report.write_config(
         run_dir,
@@ -376,6 +376,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
                 )
                 for s in SURFACES
             },
+            machine=report.machine(),
         ),
     )
     sections = [

@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from experiments import cli, report
+from experiments import cli, data, report
 from experiments.studies import STUDIES, conditioning, surfaces
 from experiments.studies import _common as common
 
@@ -282,19 +282,15 @@ def test_noise_redundancy_run_keeps_the_step_budget(tmp_path):
 def test_noise_redundancy_settings_and_derived_data():
     with pytest.raises(ValueError, match="multiple of copies"):
         noise_redundancy.settings(dict(noise=(0.0,), copies=(3,), epochs=4))
-    splits = common.make_splits(data_module().load("digits"), num_train=500)
+    splits = common.make_splits(data.load("digits"), num_train=500)
+    assert splits.sizes() == {"train": 400, "val": 100, "test": 360}
+    assert np.bincount(splits.y_val).tolist() == [10] * 10  # stratified: 20% of 50 per class
     noisy = noise_redundancy.derive(splits, noise_redundancy.Setting("n", 0.4, 1))
     assert np.mean(noisy.y_train != splits.y_train) == pytest.approx(0.4, abs=0.01)
     np.testing.assert_array_equal(noisy.y_val, splits.y_val)  # validation stays clean
     doubled = noise_redundancy.derive(splits, noise_redundancy.Setting("d", 0.0, 2))
     assert len(doubled.y_train) == 2 * len(splits.y_train)
     assert np.bincount(doubled.y_train).tolist() == (2 * np.bincount(splits.y_train)).tolist()
-
-
-def data_module():
-    from experiments import data
-
-    return data
 
 
 def test_batch_regimes_run_covers_sgd_to_batch_gd(tmp_path):
@@ -342,10 +338,7 @@ def test_family_verdict_follows_the_numbers():
     assert "needs" in generalisation.family_verdict({"adam": tie["adam"]}, "t")
 
 
-def test_choose_rate_treats_divergence_as_worst():
-    values = np.array([[[1.0, 0.5]], [[1.0, np.nan]], [[1.0, 0.7]]])  # (P=3, S=1, E=2)
-    assert common.choose_rate(values) == 0
-    assert common.choose_rate(values, higher_is_better=True) == 2
+def test_spread_differs_only_beyond_the_sum_of_the_stds():
     assert common.spread_differs([1.0, 1.1], [2.0, 2.1])
     assert not common.spread_differs([1.0, 2.0], [1.5, 2.5])
 
