@@ -11,7 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import cli, data
 from experiments.data import cifar, idx, loading, registry
 from tests.experiments.data_fixtures import (
     cifar_batch,
@@ -413,8 +413,6 @@ def test_duplicate_repeats_every_example():
 
 
 def test_cli_data_subcommand(tmp_path, capsys, monkeypatch, no_shared):
-    from experiments import cli
-
     monkeypatch.setitem(registry.DATASETS, "mnist", write_tiny_mnist(tmp_path / "mnist"))
     assert cli.main(["data", "digits", "mnist", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import math
 import os
@@ -109,9 +110,6 @@ def test_plot_panels_lays_out_rows_of_columns(tmp_path):
 
 def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path, monkeypatch):
     """A write that fails midway (simulated ENOSPC) leaves the previous file and no temporary."""
-    import errno
-    import os
-
     path = report.write_config(tmp_path, {"learning_rate": 0.1})
     before = path.read_text()
 
@@ -126,9 +124,7 @@ def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path, monkeypat
 
 
 def test_save_figure_leaves_no_partial_png(tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
-
-    figure = Figure()
+    figure = report.new_figure()
     figure.add_subplot().plot([0, 1], [1, 0])
 
     def broken_savefig(*args, **kwargs):
