@@ -1,9 +1,13 @@
 """The parity table: each of our factories beside its Optax reference, and a trajectory runner.
 
-Every row is ``Case(name, ours, reference, kwargs)``: ``ours(**kwargs)`` must follow
-``reference(**kwargs)`` step for step. One row per hyperparameter set: the first row of
-each optimizer uses its defaults (only the learning rate given), the others move every
-hyperparameter away from its default.
+Every row is ``Case(name, ours, reference, kwargs, state)``: ``ours(**kwargs)`` must follow
+``reference(**kwargs)`` step for step, in its parameters and in its optimizer state. One row
+per hyperparameter set: the first row of each optimizer uses its defaults (only the
+learning rate given), the others move every hyperparameter away from its default.
+
+The two states are compared leaf by leaf, by path (``jax.tree_util.keystr``, e.g.
+``[0].mu['w']``): our state classes are our own NamedTuples, so the trees' types differ even
+where their fields agree. ``state`` (a :class:`StateMap`) says where the paths differ.
 """
 
 from __future__ import annotations
@@ -20,11 +24,28 @@ import optimizers as opt
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (5, 3), "tensor": (2, 3, 4, 2)}
 
 
+class StateMap(NamedTuple):
+    """Where our optimizer state's leaf paths differ from Optax's.
+
+    ``renames``: ``(our path prefix, Optax's)`` pairs; ``ours_only``: our step counters
+    that Optax's state lacks (checked to equal the step number ``t``); ``reference_only``:
+    Optax's leaves with no counterpart in ours (not compared).
+    """
+
+    renames: tuple[tuple[str, str], ...] = ()
+    ours_only: tuple[str, ...] = ()
+    reference_only: tuple[str, ...] = ()
+
+
+SAME_PATHS = StateMap()  # our state's leaf paths are Optax's
+
+
 class Case(NamedTuple):
     name: str
     ours: Any
     reference: Any
     kwargs: dict
+    state: StateMap = SAME_PATHS
 
     @property
     def id(self) -> str:
@@ -45,12 +66,18 @@ def _decay_matrices(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+# sgdm: Optax spells the EWMA ``ema`` and keeps a step count (for debiasing, off here).
+SGDM_STATE = StateMap(renames=(("[0].ewma", "[0].ema"),), reference_only=("[0].count",))
+# rmsprop, uncentered and without bias correction: Optax's ScaleByRmsState has only ``nu``;
+# ours always counts steps (its one state type serves every option).
+RMSPROP_STATE = StateMap(ours_only=("[0].count",))
+
 CASES = [
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05)),
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05, momentum=0.9)),
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05, momentum=0.8, nesterov=True)),
-    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1)),
-    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1, beta=0.5)),
+    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1), SGDM_STATE),
+    Case("sgdm", opt.sgdm, optax_sgdm, dict(learning_rate=0.1, beta=0.5), SGDM_STATE),
     Case("adagrad", opt.adagrad, optax.adagrad, dict(learning_rate=0.1)),
     Case(
         "adagrad",
@@ -58,12 +85,13 @@ CASES = [
         optax.adagrad,
         dict(learning_rate=0.1, initial_accumulator_value=0.0, eps=1e-5),
     ),
-    Case("rmsprop", opt.rmsprop, optax.rmsprop, dict(learning_rate=0.01)),
+    Case("rmsprop", opt.rmsprop, optax.rmsprop, dict(learning_rate=0.01), RMSPROP_STATE),
     Case(
         "rmsprop",
         opt.rmsprop,
         optax.rmsprop,
         dict(learning_rate=0.01, decay=0.8, eps=1e-4, initial_scale=0.1, eps_in_sqrt=False),
+        RMSPROP_STATE,
     ),
     Case(
         "rmsprop",
@@ -157,23 +185,66 @@ def _run(tx: optax.GradientTransformation, params, target, noise, scan: bool):
         params, state = carry
         updates, state = tx.update(gradient(params, target, noise_t), state, params)
         params = optax.apply_updates(params, updates)
-        return (params, state), params
+        return (params, state), (params, state)
 
     carry = (params, tx.init(params))
     if scan:
         return jax.lax.scan(step, carry, noise)[1]
     path = []
     for t in range(jax.tree.leaves(noise)[0].shape[0]):
-        carry, params = step(carry, jax.tree.map(lambda n, t=t: n[t], noise))
-        path.append(params)
+        carry, out = step(carry, jax.tree.map(lambda n, t=t: n[t], noise))
+        path.append(out)
     return jax.tree.map(lambda *xs: jnp.stack(xs), *path)
 
 
-def trajectories(txs, params, target, noise, *, jit: bool = True):
+def trajectories(txs, params, target, noise, *, jit: bool = True, states: bool = False):
     """For each transformation in ``txs``, the parameters after each step on the noisy
-    quadratic, stacked on axis 0. ``jit=True`` runs them all in one jitted ``lax.scan``
-    each (one compilation for the lot); ``jit=False`` runs eagerly, op by op."""
+    quadratic, stacked on axis 0 (with ``states``: ``(parameters, optimizer states)``, both
+    stacked). ``jit=True`` runs them all in one jitted ``lax.scan`` each (one compilation
+    for the lot); ``jit=False`` runs eagerly, op by op."""
     if jit:
         run_all = jax.jit(lambda p, tg, n: tuple(_run(tx, p, tg, n, scan=True) for tx in txs))
-        return run_all(params, target, noise)
-    return tuple(_run(tx, params, target, noise, scan=False) for tx in txs)
+        paths = run_all(params, target, noise)
+    else:
+        paths = tuple(_run(tx, params, target, noise, scan=False) for tx in txs)
+    return paths if states else tuple(params for params, _ in paths)
+
+
+def state_leaves(state, renames=()) -> dict[str, Any]:
+    """The leaves of an optimizer state by path, with each ``(prefix, new)`` of ``renames``
+    applied to the paths that start with ``prefix``."""
+    leaves = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        name = jax.tree_util.keystr(path)
+        for prefix, new in renames:
+            if name.startswith(prefix):
+                name = new + name[len(prefix) :]
+        leaves[name] = leaf
+    return leaves
+
+
+def assert_states_match(
+    ours, reference, *, rtol: float, atol: float, names: StateMap = SAME_PATHS, label: str = ""
+) -> None:
+    """Our optimizer states equal Optax's leaf for leaf (``names``: see :class:`StateMap`),
+    stacked over steps on axis 0: the same leaf paths, the same dtypes, values within
+    ``rtol``/``atol`` (compared in float64); our step counters without a counterpart
+    equal ``1, 2, ...``."""
+    mine = state_leaves(ours, names.renames)
+    theirs = state_leaves(reference)
+    assert sorted(set(mine) - set(theirs)) == sorted(names.ours_only), (label, sorted(mine))
+    assert sorted(set(theirs) - set(mine)) == sorted(names.reference_only), (label, sorted(theirs))
+    for name in names.ours_only:
+        steps = np.arange(1, len(mine[name]) + 1)
+        np.testing.assert_array_equal(mine[name], steps, err_msg=f"{label} {name}")
+    for name in sorted(set(mine) & set(theirs)):
+        a, b = mine[name], theirs[name]
+        assert a.dtype == b.dtype, (label, name, a.dtype, b.dtype)
+        np.testing.assert_allclose(
+            _exact(a), _exact(b), rtol=rtol, atol=atol, err_msg=f"{label} state {name}"
+        )
+
+
+def _exact(x) -> np.ndarray:
+    """``x`` as a NumPy array, real floats widened to float64 (exactly)."""
+    return np.asarray(x, np.float64) if jnp.issubdtype(x.dtype, jnp.floating) else np.asarray(x)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import optimizers as opt
-from tests.optimizers.cases import CASES
+from tests.optimizers.cases import CASES, assert_states_match
 
 settings.register_profile(
     "ci", max_examples=10, deadline=None, suppress_health_check=list(HealthCheck)
@@ -96,14 +96,16 @@ def make_tree(shape_tree, dtype, seed: int, steps: int = 0):
 
 
 def run_updates(tx, params, grads):
-    """The updates of ``STEPS`` steps (gradients ``grads[t]``), as a list."""
+    """The updates of ``STEPS`` steps (gradients ``grads[t]``), as a list, and the optimizer
+    states after each step, stacked on axis 0."""
     state = tx.init(params)
-    out = []
+    out, states = [], []
     for t in range(STEPS):
         updates, state = tx.update(jax.tree.map(lambda g, t=t: g[t], grads), state, params)
         params = optax.apply_updates(params, updates)
         out.append(updates)
-    return out
+        states.append(state)
+    return out, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def assert_parity(case, kwargs, shape_tree, dtype_name, seed):
@@ -116,8 +118,11 @@ def assert_parity(case, kwargs, shape_tree, dtype_name, seed):
             run_updates(case.reference(**kwargs), p, g),
         )
     )
-    ours, reference = both(params, grads)
+    (ours, our_states), (reference, reference_states) = both(params, grads)
     rtol, atol = TOLERANCES[dtype_name]
+    assert_states_match(
+        our_states, reference_states, rtol=rtol, atol=atol, names=case.state, label=case.id
+    )
     for step, (u, r) in enumerate(zip(ours, reference, strict=True)):
         chex.assert_trees_all_equal_structs(u, r)
         if kwargs.get("mu_dtype") is not None:

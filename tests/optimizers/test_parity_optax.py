@@ -1,4 +1,5 @@
-"""Every optimizer follows its Optax 0.2.8 reference step for step (the table in cases.py)."""
+"""Every optimizer follows its Optax 0.2.8 reference step for step, in its parameters and
+in its optimizer state (the table in cases.py)."""
 
 import chex
 import jax
@@ -8,38 +9,71 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.optimizers.cases import CASES, DEFAULT_CASES, make_problem, trajectories
+from tests.optimizers.cases import (
+    CASES,
+    DEFAULT_CASES,
+    SAME_PATHS,
+    assert_states_match,
+    make_problem,
+    trajectories,
+)
 
 ids = [c.id for c in CASES]
 default_ids = [c.id for c in DEFAULT_CASES]
 
 
 def _ours_and_reference(case, dtype=jnp.float32, *, jit=True, **kwargs):
+    """``((our parameters, our states), (Optax's, Optax's))`` after each of 50 steps."""
     params, target, noise = make_problem(dtype)
     kwargs = {**case.kwargs, **kwargs}
     return trajectories(
-        [case.ours(**kwargs), case.reference(**kwargs)], params, target, noise, jit=jit
-    )
+        [case.ours(**kwargs), case.reference(**kwargs)],
+        params, target, noise, jit=jit, states=True,
+    )  # fmt: skip
+
+
+def assert_case_states(case, ours, reference, *, rtol, atol):
+    assert_states_match(ours, reference, rtol=rtol, atol=atol, names=case.state, label=case.id)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_float32_jit_trajectory_equals_optax(case):
-    ours, reference = _ours_and_reference(case)
+    (ours, our_states), (reference, reference_states) = _ours_and_reference(case)
     assert jax.tree.leaves(ours)[0].shape[0] == 50
     chex.assert_trees_all_close(ours, reference, rtol=1e-6, atol=0)
+    assert_case_states(case, our_states, reference_states, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])  # shared count; count of ours only
+def test_state_comparison_catches_one_perturbed_leaf(name):
+    """Scaling any one leaf of our states by 1 + 1e-5 (a step counter: adding 1) fails the
+    comparison, and so does a leaf without a counterpart that the case does not declare."""
+    case = next(c for c in DEFAULT_CASES if c.name == name)
+    (_, ours), (_, reference) = _ours_and_reference(case)
+    assert_case_states(case, ours, reference, rtol=1e-6, atol=0)
+    leaves, treedef = jax.tree.flatten(ours)
+    for i, leaf in enumerate(leaves):
+        bumped = leaf + 1 if jnp.issubdtype(leaf.dtype, jnp.integer) else leaf * (1 + 1e-5)
+        perturbed = jax.tree.unflatten(treedef, [*leaves[:i], bumped, *leaves[i + 1 :]])
+        with pytest.raises(AssertionError):
+            assert_case_states(case, perturbed, reference, rtol=1e-6, atol=0)
+    if case.state.ours_only:
+        with pytest.raises(AssertionError):
+            assert_states_match(ours, reference, rtol=1, atol=1, names=SAME_PATHS)
 
 
 @pytest.mark.parametrize("case", DEFAULT_CASES, ids=default_ids)
 def test_float32_eager_trajectory_equals_optax(case):
     # Eager runs cost ~50 ms a step per optimizer on the CI's 2 cores, so only the
     # defaults run eagerly; every hyperparameter set runs under jit above.
-    ours, reference = _ours_and_reference(case, jit=False)
+    (ours, our_states), (reference, reference_states) = _ours_and_reference(case, jit=False)
     chex.assert_trees_all_close(ours, reference, rtol=1e-6, atol=0)
+    assert_case_states(case, our_states, reference_states, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("case", DEFAULT_CASES, ids=default_ids)
 def test_bfloat16_trajectory_equals_optax(case):
-    ours, reference = _ours_and_reference(case, jnp.bfloat16)
+    (ours, our_states), (reference, reference_states) = _ours_and_reference(case, jnp.bfloat16)
     chex.assert_trees_all_equal_dtypes(ours, reference)
     assert jax.tree.leaves(ours)[0].dtype == jnp.bfloat16
     # XLA's CPU backend evaluates chains of bfloat16 elementwise ops in float32 inside a
@@ -52,14 +86,16 @@ def test_bfloat16_trajectory_equals_optax(case):
         rtol=3e-2,
         atol=3e-2,
     )
+    assert_case_states(case, our_states, reference_states, rtol=3e-2, atol=3e-2)
 
 
 @pytest.mark.parametrize("case", DEFAULT_CASES, ids=default_ids)
 def test_float64_trajectory_equals_optax(case):
     with jax.enable_x64(True):
-        ours, reference = _ours_and_reference(case, jnp.float64)
+        (ours, our_states), (reference, reference_states) = _ours_and_reference(case, jnp.float64)
         assert jax.tree.leaves(ours)[0].dtype == jnp.float64
         chex.assert_trees_all_close(ours, reference, rtol=1e-12, atol=0)
+        assert_case_states(case, our_states, reference_states, rtol=1e-12, atol=0)
 
 
 @settings(max_examples=6, deadline=None)
@@ -83,9 +119,10 @@ def test_property_random_pytrees_dtypes_hyperparameters_equal_optax(
     params, centre, noise = tree(), tree(), tree(5, scale=0.1)
     curvature = [jnp.ones(s, dtype) for s in shapes]
     kwargs = {**case.kwargs, "learning_rate": learning_rate}
-    ours, reference = trajectories(
-        [case.ours(**kwargs), case.reference(**kwargs)], params, (centre, curvature), noise
-    )
+    (ours, our_states), (reference, reference_states) = trajectories(
+        [case.ours(**kwargs), case.reference(**kwargs)],
+        params, (centre, curvature), noise, states=True,
+    )  # fmt: skip
     chex.assert_trees_all_equal_dtypes(ours, reference)
     tol = 1e-5 if dtype == jnp.float32 else 3e-2  # bfloat16: see test above
     chex.assert_trees_all_close(
@@ -94,3 +131,4 @@ def test_property_random_pytrees_dtypes_hyperparameters_equal_optax(
         rtol=tol,
         atol=tol,
     )
+    assert_case_states(case, our_states, reference_states, rtol=tol, atol=tol)
