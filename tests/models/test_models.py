@@ -203,10 +203,13 @@ def test_build_from_traced_key(name):
     keys = jax.random.split(jax.random.key(0), 2)
     build = functools.partial(models.build, name, MNIST, 10, **TINY[name])
     states = jax.jit(jax.vmap(lambda k: nnx.split(build(seed=k))[1]))(keys)
-    assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(states))
-    assert models.count_params(tiny(name)) * 2 == sum(
-        leaf.size for leaf in jax.tree.leaves(nnx.state(states, nnx.Param))
-    )
+    one = nnx.split(tiny(name))[1]  # built eagerly from an integer seed
+    # The same leaves as one model's, each with a leading axis of 2.
+    traced = jax.tree_util.tree_flatten_with_path(states)[0]
+    eager = jax.tree_util.tree_flatten_with_path(one)[0]
+    assert [path for path, _ in traced] == [path for path, _ in eager]
+    for (path, batched), (_, leaf) in zip(traced, eager, strict=True):
+        assert batched.shape == (2, *leaf.shape) and batched.dtype == leaf.dtype, path
 
 
 def test_seed_accepts_numpy_int_and_raw_key():
