@@ -43,6 +43,8 @@ import models
 import optimizers as opt
 from experiments import data as datasets
 from experiments import engine, report, tuning
+from experiments.engine.objectives import check_labels
+from experiments.engine.splits import as_splits, check_finite
 
 COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
 EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")
@@ -178,6 +180,14 @@ def state_bytes_per_param(states: engine.TrainState) -> float:
     state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(states.opt_state))
     num_params = sum(leaf.size for leaf in jax.tree.leaves(states.params))
     return state_bytes / num_params
+
+
+def check_data(splits, num_classes: int) -> None:
+    """The engine's data checks, run before any folder or output exists: every input finite
+    and every label in ``[0, num_classes)``, else a ValueError naming the split."""
+    check_finite(as_splits(splits))
+    for split in ("train", "val", "test"):
+        check_labels(getattr(splits, f"y_{split}"), num_classes, split)
 
 
 def checkpoint_options(name: str, cfg: dict, run_dir) -> dict:
@@ -376,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
         data_parallel=cfg["data_parallel"],
     )
     config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
+    check_data(splits, full.num_classes)
     model_options = MODEL_OPTIONS.get(cfg["model"], {})
     if jax.process_count() > 1 and not args.out:
         raise ValueError(

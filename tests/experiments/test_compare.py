@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,6 +72,19 @@ def test_settings_fill_quick_defaults_and_reject_bad_sizes():
 def test_epochs_to_target():
     assert compare.epochs_to_target(np.array([1.0, 0.5, 0.09, 0.2]), 0.1) == 3
     assert compare.epochs_to_target(np.array([1.0, np.nan]), 0.1) is None
+
+
+def test_check_data_names_the_split_with_bad_inputs_or_labels():
+    x, y = np.zeros((4, 2), np.float32), np.array([0, 1, 2, 1], np.int32)
+    good = {"x_train": x, "y_train": y, "x_val": x, "y_val": y, "x_test": x, "y_test": y}
+    compare.check_data(SimpleNamespace(**good), num_classes=3)
+    x_nan = x.copy()
+    x_nan[2, 1] = np.nan
+    with pytest.raises(ValueError, match="x_val holds 1 NaN or infinite value.*example 2"):
+        compare.check_data(SimpleNamespace(**good | {"x_val": x_nan}), num_classes=3)
+    y_bad = np.array([0, 3, 1, 1], np.int32)
+    with pytest.raises(ValueError, match=r"y_test holds labels in \[0, 3\], valid labels are 0..2"):
+        compare.check_data(SimpleNamespace(**good | {"y_test": y_bad}), num_classes=3)
 
 
 def test_default_optimizers_are_the_course_and_extended_sets():
