@@ -56,14 +56,18 @@ def split_validation(
 
 
 def stratified_subset(
-    x: np.ndarray, y: np.ndarray, size: int | None, *, seed: int = 0
+    x: np.ndarray, y: np.ndarray, size: int | None, *, seed: int = 0, ordered: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """``size`` examples of ``(x, y)`` with the class proportions kept, chosen by ``seed``
     (all of them if ``size`` is None or at least ``len(y)``): the kept part of
-    :func:`split_validation` holding out ``len(y) − size``."""
+    :func:`split_validation` holding out ``len(y) − size``, in its shuffled order, or with
+    ``ordered`` in the examples' original order (the studies' subsets)."""
     if size is None or size >= len(y):
         return x, y
     if size < 1:
         raise ValueError(f"subset size must be >= 1, got {size}")
-    x_kept, y_kept, _, _ = split_validation(x, y, len(y) - size, seed=seed)
-    return x_kept, y_kept
+    indices = np.arange(len(y))
+    kept, _, _, _ = split_validation(indices, y, len(y) - size, seed=seed)
+    if ordered:
+        kept = np.sort(kept)
+    return x[kept], y[kept]

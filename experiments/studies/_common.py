@@ -192,9 +192,10 @@ def make_splits(
     into train and validation (:func:`experiments.data.split_validation`); ``num_test``
     examples of the official test set are kept for the final report only.
     """
-    x, y = data.stratified_subset(ds.x_train, ds.y_train, num_train, seed=seed)
+    x, y = data.stratified_subset(ds.x_train, ds.y_train, num_train, seed=seed, ordered=True)
     x_train, y_train, x_val, y_val = data.split_validation(x, y, validation, seed=seed)
-    x_test, y_test = data.stratified_subset(ds.x_test, ds.y_test, num_test, seed=seed)
+    x_test, y_test = data.stratified_subset(ds.x_test, ds.y_test, num_test, seed=seed,
+                                            ordered=True)  # fmt: skip
     return Splits(ds.name, x_train, y_train, x_val, y_val, x_test, y_test, ds.num_classes)
 
 
