@@ -332,6 +332,11 @@ def fit_population(
         raise ValueError("padded training data (train_size) needs a batch_size")
     steps = config.steps_per_epoch(splits.num_train)
     splits_lib.check_finite(splits)
+    if splits.evals and not objective.evaluates:
+        raise ValueError(
+            f"the splits {sorted(splits.evals)} cannot be evaluated: the loss has no per-example "
+            "metrics; pass engine.FunctionObjective(loss_fn, metrics_fn), or no evals"
+        )
     if skip:
         make_tx = _Skipping(make_tx)
 
@@ -426,7 +431,8 @@ def fit_population(
                         f"{_message(what, leaves, gave_up)}"
                     )
                     if _raise_non_finite:
-                        _raise(non_finite[int(index)], checkpointer, epoch, int(bad_step[index]),
+                        _raise(non_finite[int(index)], skip, checkpointer, epoch,
+                               int(bad_step[index]),
                                what, leaves, member(new_states, index), history)  # fmt: skip
             if frozen.any():
                 new_states = _where_members(jnp.asarray(frozen), states, new_states)
@@ -465,7 +471,7 @@ def fit_population(
     )
 
 
-def _raise(message, checkpointer, epoch, step, what, leaves, state, history):
+def _raise(message, skip, checkpointer, epoch, step, what, leaves, state, history):
     kept = "the last good state is kept"
     if checkpointer is not None:
         saved = checkpointer.steps()
@@ -475,7 +481,8 @@ def _raise(message, checkpointer, epoch, step, what, leaves, state, history):
             else f"; no checkpoint was written yet in {checkpointer.directory}"
         )
     raise NonFiniteError(
-        f"{message}; {kept} (try a smaller learning rate, or --on-non-finite skip)",
+        f"{message}; {kept} (try a smaller learning rate"
+        + (")" if skip else ", or --on-non-finite skip)"),
         epoch=epoch, step=step, what=what, leaves=leaves, state=state, history=history,
     )  # fmt: skip
 

@@ -36,9 +36,14 @@ class Objective(struct.PyTreeNode):
         raise NotImplementedError
 
     def metrics(self, model: nnx.Module, batch: PyTree) -> dict[str, jax.Array]:
-        """Per-example metrics in eval mode; none by default (no split is evaluated)."""
+        """Per-example metrics in eval mode; none by default (no split can be evaluated)."""
         del model, batch
         return {}
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether :meth:`metrics` is defined (evaluation splits are refused otherwise)."""
+        return type(self).metrics is not Objective.metrics
 
     def check_data(self, model_outputs: Callable, batch: PyTree, split: str) -> None:
         """Reject data this objective cannot train on (host arrays), before compiling.
@@ -151,6 +156,10 @@ class FunctionObjective(Objective):
 
     def metrics(self, model, batch):
         return {} if self.metrics_fn is None else self.metrics_fn(model, batch)
+
+    @property
+    def evaluates(self) -> bool:
+        return self.metrics_fn is not None
 
 
 def as_objective(loss) -> Objective:

@@ -146,6 +146,9 @@ def _mlp(key=0):
         (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), engine.Splits(
             {"x": ds.x_train, "y": ds.y_train[:-1]}), config),
          r"every array of a split needs the same number of rows"),
+        (lambda ds, config: engine.fit(_mlp(), opt.sgd(0.1), ds, config,
+                                       loss=lambda model, batch, key: (0.0, {})),
+         r"the splits \['test'\] cannot be evaluated: the loss has no per-example metrics"),
     ],
 )  # fmt: skip
 def test_bad_engine_arguments_fail_before_compiling(no_compile, call, message):
