@@ -30,13 +30,13 @@ from pathlib import Path
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("experiments.compare", "train every optimizer on one dataset and compare them"),
-    "bench": ("experiments.bench", "performance benchmarks: optimizer steps, memory, training"),
+    "bench": ("experiments.bench.cli", "performance benchmarks: optimizer steps, memory, training"),
     "continual": (
         "experiments.continual",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
     "data": ("experiments.data.cli", "download and verify the datasets (digits, MNIST, CIFAR-10)"),
-    "study": ("experiments.studies", "optimizer studies: surfaces, conditioning, ..."),
+    "study": ("experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
     "adam-paper": ("experiments.papers.adam", "reproduce Kingma & Ba's Adam paper (Figs. 1-4)"),
     "adadelta-paper": ("experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
 }

@@ -17,7 +17,8 @@ import functools
 import jax
 import optax
 
-from experiments.bench import csv_list, roofline, step, timing
+from experiments.bench import roofline, step, timing
+from experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 INPUT_SHAPE = (28, 28, 1)

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments.bench import csv_list, timing
+from experiments.bench import timing
+from experiments.bench.cli import csv_list
 
 TREES = ("one", "many", "mlp", "vgg16")
 MANY_LEAVES = 200

@@ -2,14 +2,12 @@
 
 Each study is one module with ``run(out=None, quick=False, seeds=None) -> dict`` that writes a
 run folder (config.json, metrics.jsonl, summary.md, PNG plots) and returns its numbers.
-Adding a study is one line in ``STUDIES``.
+Adding a study is one line in ``STUDIES``; :mod:`experiments.studies.cli` is the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import inspect
 
 SIZES = ("test", "quick", "cpu", "full")  # the training studies' sizes (``--size``)
 
@@ -51,35 +49,3 @@ def load(name: str):
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; valid studies: {', '.join(sorted(STUDIES))}")
     return importlib.import_module(STUDIES[name][0])
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "studies:\n" + "\n".join(
-        f"  {name:<17} {description}" for name, (_, description) in STUDIES.items()
-    )
-    parser.add_argument("name", metavar="NAME", help=f"one of: {', '.join(STUDIES)}")
-    parser.add_argument("--quick", action="store_true", help="small sizes (tests, laptops)")
-    parser.add_argument("--out", default=None, help="run folder (default runs/study-NAME-<time>)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds for the noisy runs")
-    parser.add_argument(
-        "--size",
-        choices=SIZES,
-        default=None,
-        help="training studies only: test (tiny, for the test suite), quick (= --quick), "
-        "cpu (the largest that fits a few CPU minutes; docs/studies.md) or full (default)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    module = load(args.name)
-    sized = {}
-    if getattr(args, "size", None) is not None:
-        if "size" not in inspect.signature(module.run).parameters:
-            raise ValueError(f"study {args.name!r} has no --size; use --quick or nothing")
-        sized = {"size": args.size}
-    result = module.run(out=args.out, quick=args.quick, seeds=args.seeds, **sized)
-    print(f"optlab study {args.name}: wrote {result['folder']}")
-    return 0
