@@ -37,7 +37,8 @@ from flax import nnx
 import models
 import optimizers as opt
 from experiments import data, engine
-from experiments.bench import csv_list, roofline, step, timing
+from experiments.bench import roofline, step, timing
+from experiments.bench.cli import csv_list
 from experiments.bench.memory import state_bytes_per_param
 
 MU_DTYPES = ("float32", "bfloat16")

@@ -27,7 +27,8 @@ from flax import nnx
 import models
 import optimizers as opt
 from experiments import engine
-from experiments.bench import csv_list, timing
+from experiments.bench import timing
+from experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
