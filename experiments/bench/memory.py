@@ -16,7 +16,11 @@ import functools
 
 import jax
 import optax
+from flax import nnx
 
+import models
+import optimizers as opt
+from experiments import engine
 from experiments.bench import roofline, step, timing
 from experiments.bench.cli import csv_list
 
@@ -36,9 +40,6 @@ def step_memory(make_model, tx: optax.GradientTransformation, x, y) -> dict:
     The step is compiled from shapes alone; it runs (on a real state) only where the
     device reports its peak memory.
     """
-    from flax import nnx
-
-    from experiments import engine
 
     def make_state():
         return engine.init_state(make_model(), tx, jax.random.key(0))[1]
@@ -73,9 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import models
-    import optimizers as opt
-
     widths = args.widths or ((100,) if args.quick else (1000, 1000))
     names = step.optimizer_names(args.optimizers, need_counterpart=False)
     x = jax.random.uniform(jax.random.key(2), (BATCH_SIZE, *INPUT_SHAPE))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import optimizers as opt
 from experiments.bench import step, timing
 from experiments.bench.cli import csv_list
 
@@ -228,8 +229,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import optimizers as opt
-
     size = int(args.size or (1e6 if args.quick else 10e6))
     repeats = args.repeats or (3 if args.quick else 15)
     dtype = jnp.dtype(args.dtype)

@@ -16,7 +16,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
+import models
+import optimizers as opt
 from experiments.bench import timing
 from experiments.bench.cli import csv_list
 
@@ -53,10 +56,6 @@ MODEL_TREES = {
 
 def model_shapes(tree: str) -> dict[str, tuple[int, ...]]:
     """Shapes of the ``nnx.Param`` leaves of a model from ``models``, by path."""
-    from flax import nnx
-
-    import models
-
     name, input_shape, options = MODEL_TREES[tree]
     model = nnx.eval_shape(lambda: models.build(name, input_shape, 10, **options))
     leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
@@ -115,14 +114,10 @@ def stepper(tx: optax.GradientTransformation, params, grads) -> Callable[[], obj
 
 
 def ours(name: str, learning_rate: float = 1e-3) -> optax.GradientTransformation:
-    import optimizers as opt
-
     return opt.get(name, learning_rate=learning_rate)
 
 
 def optimizer_names(requested: list[str] | None, need_counterpart: bool) -> list[str]:
-    import optimizers as opt
-
     available = opt.available()
     names = requested or available
     unknown = [n for n in names if n not in available]

@@ -26,7 +26,7 @@ from flax import nnx
 
 import models
 import optimizers as opt
-from experiments import engine
+from experiments import data, engine
 from experiments.bench import timing
 from experiments.bench.cli import csv_list
 
@@ -68,8 +68,6 @@ def load_data(dataset: str, input_shape, num_examples: int | None, synthetic: bo
     """``(x, y, source)``: the training split of ``dataset``, or random data of its shape."""
     if not synthetic:
         try:
-            from experiments import data
-
             ds = data.load(dataset, download=False)
             x, y = ds.x_train[:num_examples], ds.y_train[:num_examples]
             return x.astype(np.float32), y.astype(np.int32), f"{dataset} (train split)"
