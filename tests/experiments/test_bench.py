@@ -230,8 +230,9 @@ def test_population_command(tmp_path):
     for row in rows.values():
         for key in ("vmapped_s", "sequential_s"):
             assert 0 < row[key] < math.inf and 0 <= row[f"{key[:-2]}_iqr_s"] < math.inf
-        # Vmapped member p and solo run p trained alike (the same epochs from the same state).
-        assert row["max_param_diff"] < 1e-5
+        # After the warm-up epoch vmapped member p and solo run p differ by rounding only (a
+        # member given another's learning rate or weights would be off by order one).
+        assert row["relative_param_diff"] < 1e-4
 
 
 def test_vmapped_member_equals_its_solo_run():
