@@ -78,8 +78,8 @@ def population_epoch(graphdef, *, single: bool) -> Callable:
 
 
 def members(states, start: int, stop: int):
-    """Members ``start..stop-1`` of stacked ``states``, as a stacked copy of their own."""
-    return jax.tree.map(lambda a: jnp.array(a[start:stop], copy=True), states)
+    """Members ``start..stop-1`` of stacked ``states`` (the leading axis kept)."""
+    return jax.tree.map(lambda a: a[start:stop], states)
 
 
 def epoch_runner(epoch: Callable, states, learning_rates, train):
