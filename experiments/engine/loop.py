@@ -360,13 +360,15 @@ def fit_population(
     objective.check_data(model_outputs, splits.train, "train")
     for split, tree in splits.evals.items():
         objective.check_data(model_outputs, tree, split)
-    model_name = type(nnx.merge(graphdef, first.params, first.model_state)).__name__
-    run_fingerprint = io.run_fingerprint(
-        model_name, splits, config, objective, on_non_finite,
-        {"hparams": {k: v.tolist() for k, v in hparams.items()}, "seeds": seeds,
-         "user": dict(fingerprint or {})},
-    )  # fmt: skip
     checkpointer = io.open_checkpointer(checkpoint_dir, checkpoint_every, keep, resume)
+    run_fingerprint = None
+    if checkpointer is not None:  # hashing the data costs a pass over it: only to resume
+        model_name = type(nnx.merge(graphdef, first.params, first.model_state)).__name__
+        run_fingerprint = io.run_fingerprint(
+            model_name, splits, config, objective, on_non_finite,
+            {"hparams": {k: v.tolist() for k, v in hparams.items()}, "seeds": seeds,
+             "user": dict(fingerprint or {})},
+        )  # fmt: skip
     history = History.empty(num_configs, num_seeds, config.epochs, steps)
     non_finite: dict[int, str] = {}
     compile_s = 0.0
