@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("experiments.compare", "train every optimizer on one dataset and compare them"),
     "bench": ("experiments.bench.cli", "performance benchmarks: optimizer steps, memory, training"),
     "continual": (
-        "experiments.continual",
+        "experiments.continual.cli",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
     "data": ("experiments.data.cli", "download and verify the datasets (digits, MNIST, CIFAR-10)"),

@@ -1,0 +1,156 @@
+"""``optlab continual``: the command line of the continual loop and its optimizer study, with
+the quick and full sizes (see the package docstring and docs/continual.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+import jax
+
+from experiments.continual.loop import LoopConfig, run_stream
+from experiments.continual.study import REGIMES, StudyConfig, run_study
+
+QUICK_LOOP = LoopConfig(max_drop=0.1)
+FULL_LOOP = LoopConfig(
+    dataset="mnist",
+    num_tasks=5,
+    users_per_task=4,
+    user_batch=500,
+    reference_size=2000,
+    eval_size=2000,
+    canary_size=1000,
+    widths=(256,),
+    buffer_size=2000,
+    every_n=4,
+    search={"sgd": [0.03, 0.1], "momentum": [0.01, 0.03], "adam": [3e-4, 1e-3]},
+)
+QUICK_STUDY = StudyConfig()
+FULL_STUDY = StudyConfig(  # Mirzadeh et al.'s setting: the whole training set, one epoch
+    dataset="mnist", num_tasks=5, train_per_task=60000, epochs=1, eval_size=2000, seeds=(0, 1, 2)
+)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/continual", help="run folder (registry, report)")
+    parser.add_argument("--quick", action="store_true", help="small CPU size (< 2 min)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--study", choices=["optimizers"], help="run the optimizer study")
+    parser.add_argument("--dataset", choices=["digits", "mnist", "fashion_mnist"])
+    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion_mnist/ IDX files")
+    parser.add_argument("--downsample", type=int, help="average-pool k×k (28×28 → 14×14: 2)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--tasks", type=int, help="number of tasks in the stream / study")
+    parser.add_argument("--epochs", type=int, help="epochs per retrain / per task")
+    loop = parser.add_argument_group("loop")
+    loop.add_argument("--preset", choices=["styles", "permuted", "rotated", "split"])
+    loop.add_argument("--users-per-task", type=int)
+    loop.add_argument("--user-batch", type=int, help="samples each user brings")
+    loop.add_argument("--strategy", choices=["naive", "replay", "ewc"])
+    loop.add_argument("--buffer-size", type=int, help="replay buffer capacity")
+    loop.add_argument("--ewc-lambda", type=float)
+    loop.add_argument("--search", type=_names, help="optimizers searched, e.g. sgd,adam")
+    loop.add_argument("--triggers", type=_names, help="retrain rules: every,drift,accuracy")
+    loop.add_argument("--every", type=int, help="retrain every N users")
+    loop.add_argument("--max-drop", type=float, help="accuracy drop that triggers/alerts")
+    loop.add_argument("--drift-alpha", type=float)
+    loop.add_argument("--canary-share", type=float, help="share of traffic the canary sees")
+    loop.add_argument("--canary-alpha", type=float, help="McNemar threshold for 'worse'")
+    loop.add_argument("--corrupt-users", type=_ints, help="inject NaNs into these users' batches")
+    loop.add_argument("--worse-challenger-at", type=_ints, help="users whose challenger is broken")
+    loop.add_argument("--slow-user", type=float, help=argparse.SUPPRESS)
+    study = parser.add_argument_group("study")
+    study.add_argument("--regimes", type=_names, help=f"subset of {', '.join(REGIMES)}")
+    study.add_argument("--benchmarks", type=_names, help="permuted,rotated")
+    study.add_argument("--seeds", type=_ints, help="e.g. 0,1,2")
+    study.add_argument("--train-per-task", type=int)
+
+
+def _override(config, args, mapping: dict[str, str]):
+    changes = {
+        field: getattr(args, arg)
+        for arg, field in mapping.items()
+        if getattr(args, arg, None) is not None
+    }
+    return dataclasses.replace(config, **changes)
+
+
+def _enable_compilation_cache() -> None:
+    """Reuse XLA executables across processes (a resumed run does not recompile)."""
+    if not jax.config.jax_compilation_cache_dir:
+        cache = Path(os.environ.get("OPTLAB_JAX_CACHE", Path.home() / ".cache/optlab/jax"))
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+
+
+def run(args: argparse.Namespace) -> int:
+    _enable_compilation_cache()
+    common = {
+        "dataset": "dataset",
+        "data_dir": "data_dir",
+        "downsample": "downsample",
+        "tasks": "num_tasks",
+        "epochs": "epochs",
+    }
+    if args.study:
+        config = _override(
+            QUICK_STUDY if args.quick else FULL_STUDY,
+            args,
+            {
+                **common,
+                "regimes": "regimes",
+                "benchmarks": "benchmarks",
+                "seeds": "seeds",
+                "train_per_task": "train_per_task",
+            },
+        )
+        run_study(config, args.out)
+        print(f"study written to {args.out}/summary.md")
+        return 0
+    config = _override(
+        QUICK_LOOP if args.quick else FULL_LOOP,
+        args,
+        {
+            **common,
+            "seed": "seed",
+            "preset": "preset",
+            "users_per_task": "users_per_task",
+            "user_batch": "user_batch",
+            "strategy": "strategy",
+            "buffer_size": "buffer_size",
+            "ewc_lambda": "ewc_lambda",
+            "triggers": "trigger_rules",
+            "every": "every_n",
+            "max_drop": "max_drop",
+            "drift_alpha": "drift_alpha",
+            "canary_share": "canary_share",
+            "canary_alpha": "canary_alpha",
+            "corrupt_users": "corrupt_users",
+            "worse_challenger_at": "worse_challenger_users",
+            "slow_user": "slow_user_s",
+        },
+    )
+    if args.search:
+        grid = {**FULL_LOOP.search, **QUICK_LOOP.search}
+        config = dataclasses.replace(
+            config, search={name: grid.get(name, [1e-3, 1e-2]) for name in args.search}
+        )
+    report = run_stream(config, args.out, resume=args.resume)
+    led = report["ledger"]
+    print(
+        f"ledger: {report['arrived']} arrived = {led.get('trained', 0)} trained + "
+        f"{led.get('held_out', 0)} held out + {led.get('quarantined', 0)} quarantined; "
+        f"{report['promoted']} promoted, {report['rolled_back']} rolled back; "
+        f"average accuracy {report['metrics']['average_accuracy']:.3f}, "
+        f"forgetting {report['metrics']['forgetting']:.3f}. Report: {args.out}/summary.md"
+    )
+    return 0
