@@ -218,15 +218,14 @@ def compare_one(
 ) -> dict:
     """Grid × seeds population for one optimizer, the rate chosen on validation loss; returns
     a result dict (``tuned``: the :class:`tuning.Tuned`, and what the report shows)."""
-    tuned = tuning.tune(
+    tuned = tuning.tune_rates(
+        name,
         make_model,
-        tuning.optimizer_factory(name),
-        {"learning_rate": tuning.suggested_rates(name, cfg["lr_grid_size"])},
+        tuning.suggested_rates(name, cfg["lr_grid_size"]),
         list(range(cfg["seeds"])),
         splits,
         config,
         select="val_loss",
-        name=name,
         on_epoch=on_epoch,
         on_non_finite=cfg["on_non_finite"],
         **checkpoint_options(name, cfg, run_dir),

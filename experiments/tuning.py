@@ -178,6 +178,21 @@ def tune(
     return Tuned(name, population, select, index, grid)
 
 
+def tune_rates(
+    optimizer: str,
+    make_model: Callable,
+    rates: Sequence[float],
+    seeds: Sequence[int],
+    data,
+    config: engine.TrainConfig,
+    **tune_options: Any,
+) -> Tuned:
+    """:func:`tune` of the registered ``optimizer``'s learning rate over ``rates`` (its
+    other hyperparameters at their defaults): the programs' most common search."""
+    return tune(make_model, optimizer_factory(optimizer), {"learning_rate": rates}, seeds, data,
+                config, name=optimizer, **tune_options)  # fmt: skip
+
+
 def records(tuned: Tuned, **fields: Any) -> list[dict[str, Any]]:
     """One ``metrics.jsonl`` row per (configuration, seed, epoch): ``fields``, the name,
     the configuration's hyperparameters, seed, epoch, whether it was selected and

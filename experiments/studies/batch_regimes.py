@@ -160,15 +160,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
                 epochs=cfg["epochs"], batch_size=batch_size, eval_train=True
             )
             rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
-            tuned = tuning.tune(
-                make_model,
-                tuning.optimizer_factory(name),
-                {"learning_rate": rates},
-                seed_ids,
-                splits,
-                config,
-                name=name,
-            )
+            tuned = tuning.tune_rates(name, make_model, rates, seed_ids, splits, config)
             rate = tuned.chosen["learning_rate"]
             seconds, compile_s = timed_run(make_model, name, rate, splits, config, seed_ids)
             steps = config.steps_per_epoch(num_train)

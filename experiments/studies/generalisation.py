@@ -82,15 +82,8 @@ def compare_on_task(
     results = {}
     for name in names:
         rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
-        tuned = tuning.tune(
-            make_model,
-            tuning.optimizer_factory(name),
-            {"learning_rate": rates},
-            seed_ids,
-            splits,
-            config,
-            select="val_accuracy",
-            name=name,
+        tuned = tuning.tune_rates(
+            name, make_model, rates, seed_ids, splits, config, select="val_accuracy"
         )
         for record in tuning.records(tuned, study=cfg["study"], task=task, **fields):
             record["final_loss"] = record["train_loss"]

@@ -191,15 +191,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
     finals, train_finals, widths, train_widths = {}, {}, {}, {}
     with report.MetricsWriter(run_dir) as metrics:
         for name in cfg["optimizers"]:
-            tuned = tuning.tune(
-                make_model,
-                tuning.optimizer_factory(name),
-                {"learning_rate": rates},
-                seed_ids,
-                splits,
-                config,
-                name=name,
-            )
+            tuned = tuning.tune_rates(name, make_model, rates, seed_ids, splits, config)
             for record in tuning.records(tuned, study=STUDY):
                 record["final_loss"] = record["val_loss"]
                 metrics.write(record)

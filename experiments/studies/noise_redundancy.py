@@ -252,15 +252,7 @@ def run(out=None, quick: bool = False, seeds: int | None = None, size: str | Non
             results[case.label] = {}
             for name in names:
                 rates = tuning.suggested_rates(name, cfg["num_rates"], cfg["decades"])
-                tuned = tuning.tune(
-                    make_model,
-                    tuning.optimizer_factory(name),
-                    {"learning_rate": rates},
-                    seed_ids,
-                    derived,
-                    config,
-                    name=name,
-                )
+                tuned = tuning.tune_rates(name, make_model, rates, seed_ids, derived, config)
                 for record in tuning.records(
                     tuned, study=STUDY, setting=case.label, label_noise=case.noise,
                     copies=case.copies,
