@@ -40,11 +40,22 @@ import numpy as np
 
 import optimizers
 from experiments import engine, tuning
+from experiments.data import split_validation
 from experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
 
 from . import canary, metrics, monitoring, strategies, trainer, triggers, validation
 from .registry import Registry, load_npz, save_npz
 from .stream import Stream, corrupt, load_arrays, make_tasks
+
+
+def _hold_out(indices: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held)``: ``count`` of ``indices`` held out by :func:`split_validation`."""
+    if count <= 0:
+        return indices, indices[:0]
+    if count >= len(indices):
+        return indices[:0], indices
+    kept, _, held, _ = split_validation(indices, indices, count, seed=seed, stratify=False)
+    return kept, held
 
 
 @dataclasses.dataclass
@@ -378,14 +389,15 @@ class Loop:
         return record
 
     def _split(self, u: int, n: int) -> dict[str, np.ndarray]:
+        """User ``u``'s ``n`` samples: validation, canary traffic and pending (to train on),
+        held out by the project's one split function (seeded per user, not stratified: a
+        user's batch may hold a class once)."""
         c = self.config
-        order = np.random.default_rng([c.seed, 3, u]).permutation(n)
+        seed = int(np.random.SeedSequence([c.seed, 3, u]).generate_state(1)[0])
         n_val, n_traffic = round(c.validation_fraction * n), round(c.held_out_fraction * n)
-        return {
-            "val": order[:n_val],
-            "traffic": order[n_val : n_val + n_traffic],
-            "pending": order[n_val + n_traffic :],
-        }
+        rest, val = _hold_out(np.arange(n), n_val, seed)
+        pending, traffic = _hold_out(rest, n_traffic, seed)
+        return {"val": val, "traffic": traffic, "pending": pending}
 
     def _retrain(self, u, trigger, state, champion, champ_weights, fisher, anchor) -> dict:
         c, writes = self.config, []
