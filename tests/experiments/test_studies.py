@@ -312,8 +312,20 @@ def test_time_to_target():
     assert batch_regimes.time_to_target(curve, seconds, 0.1) == (None, None)
 
 
+def locally_available(name: str) -> bool:
+    """Whether dataset ``name``'s files are here ($OPTLAB_DATA_DIR, the user cache or
+    ../shared/data), without trying the network."""
+    try:
+        data.load(name, download=False)
+    except data.DataError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name", ["generalisation", "architectures"])
 def test_comparison_run_tunes_on_validation(tmp_path, name):
+    if not locally_available("mnist"):
+        pytest.skip("needs the MNIST files: set OPTLAB_DATA_DIR, or put them in ../shared/data")
     _, result, records = run_and_check(name, tmp_path)
     for task, by_name in result["results"].items():
         for optimizer, r in by_name.items():
