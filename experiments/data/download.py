@@ -54,9 +54,10 @@ def download(
     Raises:
       NoNetworkError: the server cannot be reached.
       DataError: the server answers with an error, the body is truncated, or the
-        checksum does not match. No file is left behind in either case.
+        checksum does not match. No file, and no folder it created, is left behind.
     """
     dest = Path(dest)
+    created = [folder for folder in dest.parents if not folder.exists()]  # innermost first
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     part.unlink(missing_ok=True)  # a leftover of an interrupted download: start again
@@ -85,7 +86,18 @@ def download(
         ) from err
     finally:
         part.unlink(missing_ok=True)
+        if not dest.exists():
+            _remove_empty(created)
     return dest
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created, innermost first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _stream(response, path: Path, total: int | None, desc: str, progress: bool | None) -> int:
