@@ -24,15 +24,24 @@ Reliability options: ``--checkpoint-every N`` checkpoints each optimizer's whole
 population (stacked state of every grid × seed member, histories so far) every N epochs
 under ``<out>/checkpoints/<optimizer>``; ``--resume --out <out>`` continues an interrupted
 run: finished optimizers are restored without training, the interrupted one continues
-from its last checkpoint, bitwise as if uninterrupted. ``--on-non-finite skip`` skips
-non-finite updates (counted as ``skipped_steps``) instead of marking the run diverged.
-``--data-parallel`` splits every minibatch over all devices.
+from its last checkpoint, bitwise as if uninterrupted. A run folder belongs to one run: a
+folder already holding one (``config.json``, ``metrics.jsonl`` or ``checkpoints``) is
+refused without ``--resume``, and ``--resume`` is refused unless the run definition
+(dataset, model, optimizers, epochs, batch size, seeds, grid size, validation fraction,
+non-finite policy) equals the one saved in ``config.json``; every check runs before
+anything is written. ``--resume`` into a missing or empty folder says so and starts a new
+run. ``--on-non-finite skip`` skips non-finite updates (counted as ``skipped_steps``)
+instead of marking the run diverged. ``--data-parallel`` splits every minibatch over all
+devices.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import jax
@@ -54,6 +63,16 @@ NOT_CLASSIFIERS = ("vae",)
 MODEL_OPTIONS = {"mlp": {"widths": (100,)}}
 FULL = {"epochs": 20, "lr_grid_size": 5, "seeds": 3}
 QUICK = {"epochs": 4, "lr_grid_size": 3, "seeds": 2}
+# What a run folder holds once a run has started in it.
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints")
+# The settings that define a run's results: ``--resume`` must continue with the same ones.
+DEFINITION = ("dataset", "model", "model_options", "optimizers", "epochs", "batch_size", "seeds",
+              "lr_grid_size", "validation", "on_non_finite")  # fmt: skip
+# Engine and data messages name keyword arguments; the command line has flags.
+FLAG_NAMES = {
+    "data_dir=": "--data-dir",
+    "resume with the original configuration": "--resume with the original options",
+}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +137,9 @@ def resolve_optimizers(spec: str | None) -> list[str]:
         return [name for name in (*COURSE, *EXTENDED) if name in known]
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
-    if unknown or not names:
+    if not names:
+        raise ValueError(f"--optimizers is empty; give names from {', '.join(known)}")
+    if unknown:
         raise ValueError(f"unknown optimizer(s) {', '.join(unknown)}; valid: {', '.join(known)}")
     return list(dict.fromkeys(names))
 
@@ -136,18 +157,26 @@ def resolve_dataset(name: str) -> str:
     return name
 
 
+def at_least_one(key: str, value: int | None, default: int | None = None) -> int | None:
+    """``value``, or ``default`` when the option was not given (None; 0 is not "not given");
+    a given value below 1 is a ValueError naming the flag."""
+    if value is None:
+        return default
+    if value < 1:
+        raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    return value
+
+
 def settings(args: argparse.Namespace) -> dict:
     """Command-line arguments with the --quick or full defaults filled in, validated."""
     sizes = QUICK if args.quick else FULL
-    chosen = {key: getattr(args, key) or default for key, default in sizes.items()}
-    for key, value in chosen.items():
-        if value < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    chosen = {key: at_least_one(key, getattr(args, key), default) for key, default in sizes.items()}
+    at_least_one("batch_size", args.batch_size)
     if not 0 < args.validation < 1:
         raise ValueError(f"--validation must be in (0, 1), got {args.validation}")
-    checkpoint_every = args.checkpoint_every or (1 if args.resume else None)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    checkpoint_every = at_least_one(
+        "checkpoint_every", args.checkpoint_every, 1 if args.resume else None
+    )
     if args.resume and not args.out:
         raise ValueError("--resume needs --out RUN_FOLDER, the folder of the run to continue")
     return {
@@ -164,6 +193,95 @@ def settings(args: argparse.Namespace) -> dict:
         "data_parallel": args.data_parallel,
         **chosen,
     }
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def definition(cfg: dict) -> dict:
+    """The settings that define the run's results (:data:`DEFINITION`), in the JSON form
+    ``config.json`` holds them in."""
+    values = {**cfg, "model_options": MODEL_OPTIONS.get(cfg["model"], {})}
+    return json.loads(json.dumps(report.to_jsonable({key: values[key] for key in DEFINITION})))
+
+
+def flag(key: str) -> str:
+    """The command-line flag of a settings key (``lr_grid_size`` -> ``--lr-grid-size``)."""
+    return "model options" if key == "model_options" else f"--{key.replace('_', '-')}"
+
+
+def definition_differences(saved: dict, current: dict) -> list[str]:
+    """``'--optimizers: saved [...], now [...]'`` for every definition key that differs."""
+    missing = "(missing)"
+    return [
+        f"{flag(key)}: saved {json.dumps(saved.get(key, missing))}, now {json.dumps(value)}"
+        for key, value in current.items()
+        if saved.get(key, missing) != value
+    ]
+
+
+def saved_config(run_dir: Path, found: list[str]) -> dict:
+    """The ``config.json`` of the run in ``run_dir`` (which holds ``found``), else a ValueError."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"run folder {run_dir} holds {', '.join(found)} but no config.json, so --resume cannot "
+            "check that it continues the same run; choose a new --out folder"
+        )
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); --resume cannot continue it") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} does not hold a JSON object; --resume cannot continue it")
+    return saved
+
+
+def check_run_folder(out: str | None, cfg: dict) -> bool:
+    """Whether this command continues the run in ``out`` (True) or starts a new one (False),
+    decided before anything is written.
+
+    A folder holding a run (any of :data:`RUN_FILES`) is refused without ``--resume`` (two
+    runs would mix in ``metrics.jsonl``), and with ``--resume`` when the saved definition
+    (:data:`DEFINITION`) differs from this one, naming the differing flags. ``--resume``
+    into a missing or empty folder says so on stderr and starts a new run.
+    """
+    if out is None:  # a new timestamped folder
+        return False
+    run_dir = Path(out)
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not cfg["resume"]:
+        if found:
+            raise ValueError(
+                f"run folder {run_dir} already holds a run ({', '.join(found)}); pass --resume "
+                "to continue it, or choose a new --out folder"
+            )
+        return False
+    if not found:
+        print(
+            f"optlab compare: nothing to resume in {run_dir} (no {', '.join(RUN_FILES)}); "
+            "starting a new run",
+            file=sys.stderr,
+        )
+        return False
+    differences = definition_differences(saved_config(run_dir, found), definition(cfg))
+    if differences:
+        raise ValueError(
+            f"--resume continues the same run, but {run_dir}/config.json differs: "
+            f"{'; '.join(differences)}; rerun with the saved options or choose a new --out folder"
+        )
+    return True
+
+
+def name_flags(err: Exception) -> Exception:
+    """``err`` with the engine's and data loader's keyword names replaced by the command
+    line's flags (:data:`FLAG_NAMES`), e.g. ``data_dir=`` -> ``--data-dir``."""
+    if len(err.args) == 1 and isinstance(err.args[0], str):
+        message = err.args[0]
+        for keyword, flag_name in FLAG_NAMES.items():
+            message = message.replace(keyword, flag_name)
+        err.args = (message,)
+    return err
 
 
 # --------------------------------------------------------------------------- measuring
@@ -366,7 +484,21 @@ def write_run(run_dir, cfg, results, meta) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Validate everything (options, run folder, data), then train and write the report.
+
+    Nothing is written before every check has passed, so a refused command leaves an
+    existing run folder as it was. A new run writes ``config.json`` first (what
+    ``--resume`` checks); a resumed run rewrites it only with the finished report.
+    """
+    try:
+        return compare_and_report(args)
+    except (ValueError, OSError) as err:
+        raise name_flags(err)  # noqa: B904 (the same exception, flags named)
+
+
+def compare_and_report(args: argparse.Namespace) -> int:
     cfg = settings(args)
+    resuming = check_run_folder(args.out, cfg)
     start = time.perf_counter()
     full = datasets.load(cfg["dataset"], data_dir=args.data_dir)
     held_out = datasets.load(cfg["dataset"], data_dir=args.data_dir, validation=cfg["validation"])
@@ -400,7 +532,7 @@ def run(args: argparse.Namespace) -> int:
             cfg["model"], full.input_shape, full.num_classes, seed=key, **model_options
         )
 
-    if writes_report:
+    if writes_report and not resuming:
         write_config(run_dir, cfg, model_options, config, splits, full.meta)
 
     results = []
@@ -421,6 +553,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if not writes_report:
         return 0
+    if resuming:
+        write_config(run_dir, cfg, model_options, config, splits, full.meta)
     write_run(run_dir, cfg, results, meta)
     print(report.markdown_table(headers(cfg), summary_rows(results)))
     print(f"\nwrote {run_dir} in {meta['wall_time_s']:.1f} s")
