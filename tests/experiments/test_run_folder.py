@@ -170,3 +170,15 @@ def test_name_flags_rewrites_engine_keywords():
     assert str(err) == "x; --resume with the original options or use another"
     errno_error = compare.name_flags(OSError(28, "No space left on device"))
     assert errno_error.errno == 28  # an (errno, strerror) OSError is left as it is
+
+
+def test_resume_may_change_what_does_not_change_the_results(run_folder, capsys):
+    """Report-only options are not part of the run definition: the run resumes (restored,
+    not retrained) and config.json records the new values."""
+    metrics = (run_folder / "metrics.jsonl").read_bytes()
+    argv = [*SGD, "--out", str(run_folder), "--resume", "--target-loss", "0.5"]
+    assert cli.main([*argv, "--checkpoint-every", "2"]) == 0
+    assert "nothing to resume" not in capsys.readouterr().err
+    config = json.loads((run_folder / "config.json").read_text())
+    assert (config["target_loss"], config["checkpoint_every"]) == (0.5, 2)
+    assert (run_folder / "metrics.jsonl").read_bytes() == metrics
