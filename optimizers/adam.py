@@ -1,4 +1,4 @@
-"""Adam and its relatives: AdamW, NAdam, AMSGrad, AdaMax, RAdam and Adam's Sec. 2 form."""
+"""Adam and its relatives: AdamW, NAdam, AMSGrad, AdaMax, RAdam, and the papers' own forms."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ class ScaleByAdamState(NamedTuple):
     """Step count ``t``, first moment ``m`` and second moment ``v`` (u for AdaMax)."""
 
     count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+class ScaleByNadamState(NamedTuple):
+    """Step count ``t``, the product ``Π_{i≤t} μ_i`` of the momentum schedule, ``m`` and ``v``."""
+
+    count: jax.Array
+    mu_product: jax.Array
     mu: optax.Updates
     nu: optax.Updates
 
@@ -156,7 +165,8 @@ def scale_by_amsgrad(
         m ← β₁ m + (1 − β₁) g ;   v ← β₂ v + (1 − β₂) |g|²
         m̂ = m / (1 − β₁ᵗ) ;  v̂ = v / (1 − β₂ᵗ)   (each only if its bias_correction_* is set)
         v_max ← max(v_max, v̂)
-        u = m̂ / (√(v_max + ε_root) + ε)
+        u = m̂ / (√(v_max + ε_root) + ε)     (0 where the denominator is 0: ε = ε_root = 0
+                                              and every past g was 0)
 
     Args:
       b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu: as in
@@ -168,6 +178,13 @@ def scale_by_amsgrad(
     _check_moments(b1, b2, eps, eps_root)
     mu_dtype = _dtype(mu_dtype)
 
+    def divide(m, v_max):
+        denominator = jnp.sqrt(v_max + eps_root) + eps
+        if isinstance(eps, int | float) and eps > 0:
+            return m / denominator  # > 0 (the guard below would change XLA's rounding)
+        # 0 only if ε = ε_root = 0 and every past g was 0 (so m = 0): step 0, not 0/0.
+        return jnp.where(denominator > 0, m / denominator, 0.0)
+
     def init_fn(params):
         count, mu, nu = _init_moments(params, mu_dtype)
         return ScaleByAmsgradState(count, mu, nu, nu_max=optax.tree.zeros_like(params))
@@ -178,10 +195,66 @@ def scale_by_amsgrad(
         m_hat = debias(m, b1, t) if bias_correction_mu else m
         v_hat = debias(v, b2, t) if bias_correction_nu else v
         v_max = jax.tree.map(jnp.maximum, state.nu_max, v_hat)
-        u = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), m_hat, v_max)
+        u = jax.tree.map(divide, m_hat, v_max)
         count, mu, nu = _new_state(m, v, t, state)
         v_max = optax.tree.cast_like(v_max, state.nu_max)
         return optax.tree.cast_like(u, updates), ScaleByAmsgradState(count, mu, nu, v_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def momentum_schedule(b1, momentum_decay, t):
+    """Dozat's momentum schedule ``μ_t = β₁ (1 − ½ · 0.96^(t ψ))``, ``ψ = momentum_decay``."""
+    return b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+
+
+def scale_by_nadam_paper(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3
+) -> optax.GradientTransformation:
+    """NAdam with Dozat's momentum schedule (Dozat 2016, Algorithm 2; PyTorch's ``NAdam``).
+
+    With gradient ``g``, step ``t`` and ``μ_i = β₁ (1 − ½ · 0.96^(i ψ))``::
+
+        m ← β₁ m + (1 − β₁) g ;   v ← β₂ v + (1 − β₂) |g|²
+        m̂ = μ_{t+1} m / (1 − Π_{i≤t+1} μ_i) + (1 − μ_t) g / (1 − Π_{i≤t} μ_i)
+        v̂ = v / (1 − β₂ᵗ)
+        u = m̂ / (√v̂ + ε)
+
+    ``Π_{i≤t} μ_i`` is kept in the state, in float64 where JAX has x64 enabled (else float32).
+
+    Args:
+      b1, b2, eps, momentum_decay: as in ``nadam_paper``.
+
+    Returns:
+      A transformation with state ``ScaleByNadamState``.
+    """
+    _check_moments(b1, b2, eps)
+    _checks.non_negative("momentum_decay", momentum_decay)
+
+    def init_fn(params):
+        count, mu, nu = _init_moments(params)
+        product = jnp.ones([], jax.dtypes.canonicalize_dtype(jnp.float64))  # float32 without x64
+        return ScaleByNadamState(count, product, mu, nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        m, v, t = _update_moments(updates, state, b1, b2)
+        step = t.astype(state.mu_product.dtype)
+        mu_t = momentum_schedule(b1, momentum_decay, step)
+        mu_next = momentum_schedule(b1, momentum_decay, step + 1)
+        product = state.mu_product * mu_t
+        g_weight = (1 - mu_t) / (1 - product)
+        m_weight = mu_next / (1 - product * mu_next)
+        u = jax.tree.map(
+            lambda g, m, v: (
+                (m_weight.astype(m.dtype) * m + g_weight.astype(g.dtype) * g) / (jnp.sqrt(v) + eps)
+            ),
+            updates,
+            m,
+            debias(v, b2, t),
+        )
+        mu, nu = optax.tree.cast_like(m, state.mu), optax.tree.cast_like(v, state.nu)
+        return optax.tree.cast_like(u, updates), ScaleByNadamState(t, product, mu, nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -367,8 +440,10 @@ def nadam(
         m̂ = β₁ m / (1 − β₁ᵗ⁺¹) + (1 − β₁) g / (1 − β₁ᵗ) ;   v̂ = v / (1 − β₂ᵗ)
         θ ← θ − η m̂ / (√(v̂ + ε_root) + ε)
 
-    Defaults equal ``optax.nadam``. Like Optax it omits the extra β₂ factor of Dozat's
-    Algorithm 2. State per parameter: ``m`` and ``v``.
+    Defaults equal ``optax.nadam``. Like Optax it uses a constant momentum β₁ where Dozat's
+    Algorithm 2 uses the schedule ``μ_t = β₁ (1 − ½ · 0.96^(t ψ))`` and products of the
+    ``μ_i`` in its corrections: that form is ``nadam_paper``. State per parameter: ``m``
+    and ``v``.
 
     Args:
       learning_rate: η ≥ 0, a float or an Optax schedule.
@@ -381,6 +456,50 @@ def nadam(
       Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.
     """
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+
+
+def nadam_paper(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    momentum_decay: float = 4e-3,
+) -> optax.GradientTransformation:
+    """NAdam as in Dozat's Algorithm 2, with its momentum schedule (= ``torch.optim.NAdam``).
+
+    With learning rate ``η``, gradient ``g``, step ``t``, ``ψ = momentum_decay`` and
+    ``μ_i = β₁ (1 − ½ · 0.96^(i ψ))``::
+
+        m ← β₁ m + (1 − β₁) g ;   v ← β₂ v + (1 − β₂) |g|²
+        m̂ = μ_{t+1} m / (1 − Π_{i≤t+1} μ_i) + (1 − μ_t) g / (1 − Π_{i≤t} μ_i)
+        v̂ = v / (1 − β₂ᵗ)
+        θ ← θ − η m̂ / (√v̂ + ε)
+
+    Differs from ``nadam`` (Optax's form, constant β₁ in place of ``μ_t`` and ``β₁ᵗ`` in
+    place of the products) in the first moment's weights: ``μ_t`` rises from ≈ β₁/2 at the
+    first steps towards β₁ (ψ = 4e-3, PyTorch's and Keras's value, takes thousands of
+    steps). The running average ``m`` uses the constant β₁, as PyTorch's and Keras's
+    implementations do. State per
+    parameter: ``m`` and ``v``, plus the scalar ``Π μ_i``.
+
+    Args:
+      learning_rate: η ≥ 0, a float or an Optax schedule (PyTorch's default is 2e-3).
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0, outside the root.
+      momentum_decay: ψ ≥ 0.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Reference:
+      Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.
+    """
+    _checks.learning_rate(learning_rate)
+    return optax.chain(
+        scale_by_nadam_paper(b1, b2, eps, momentum_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
 
 
 def adamw(
@@ -445,9 +564,9 @@ def amsgrad(
         v_max ← max(v_max, v̂)
         θ ← θ − η m̂ / (√(v_max + ε_root) + ε)
 
-    Defaults equal ``optax.amsgrad`` (bias-corrected, so ``v_max`` is the max of ``v̂``;
-    Reddi et al.'s Algorithm 2 takes the max of the uncorrected ``v``: pass
-    ``bias_correction_nu=False``). State per parameter: ``m``, ``v``, ``v_max``.
+    Defaults equal ``optax.amsgrad`` (both moments bias-corrected, so ``v_max`` is the max
+    of ``v̂``). Reddi et al.'s Algorithm 2 corrects neither and has no ε: that form is
+    ``amsgrad_paper``. State per parameter: ``m``, ``v``, ``v_max``.
 
     Args:
       learning_rate: η ≥ 0, a float or an Optax schedule.
@@ -466,6 +585,39 @@ def amsgrad(
         scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu),
         optax.scale_by_learning_rate(learning_rate),
     )
+
+
+def amsgrad_paper(
+    learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 0.0
+) -> optax.GradientTransformation:
+    """AMSGrad as in Reddi et al.'s Algorithm 2: no bias correction and no ε.
+
+    With learning rate ``α``, gradient ``g`` and ``v̂₀ = 0``::
+
+        m ← β₁ m + (1 − β₁) g ;   v ← β₂ v + (1 − β₂) |g|²
+        v̂ ← max(v̂, v)
+        θ ← θ − α m / (√v̂ + ε)       (the paper: ε = 0; a zero step where v̂ = 0,
+                                        i.e. where every past g was 0, so m = 0)
+
+    ``amsgrad(α, b1, b2, eps, bias_correction_mu=False, bias_correction_nu=False)``. The
+    paper's analysis takes ``α_t = α/√t`` and a decaying β₁ₜ; its experiments, and this
+    form, keep β₁ constant (pass a schedule as ``learning_rate`` for ``α_t``). Without the
+    corrections the first step is ``α (1 − β₁)/√(1 − β₂) ≈ 3.16 α`` per coordinate
+    (``amsgrad``'s is ``α``). State per parameter: ``m``, ``v``, ``v̂``.
+
+    Args:
+      learning_rate: α ≥ 0, a float or an Optax schedule.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0 (0 for the paper).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Reference:
+      Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018, Algorithm 2.
+    """
+    return amsgrad(learning_rate, b1, b2, eps, bias_correction_mu=False, bias_correction_nu=False)
 
 
 def adamax(

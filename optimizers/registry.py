@@ -11,7 +11,17 @@ import optax
 from optimizers.adabelief import adabelief
 from optimizers.adadelta import adadelta, adadelta_paper
 from optimizers.adagrad import adagrad, adagrad_paper
-from optimizers.adam import adam, adam_efficient, adamax, adamax_paper, adamw, amsgrad, nadam, radam
+from optimizers.adam import (
+    adam,
+    adam_efficient,
+    adamax,
+    adamax_paper,
+    adamw,
+    amsgrad,
+    amsgrad_paper,
+    nadam,
+    radam,
+)
 from optimizers.lamb import lamb
 from optimizers.lion import lion
 from optimizers.rmsprop import rmsprop
@@ -72,6 +82,13 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "adamax_paper": (adamax_paper, 2, 2e-3, "adam", _KINGMA_BA + ", Algorithm 2"),
     "nadam": (nadam, 2, 1e-3, "adam", "Dozat, ICLR workshop 2016"),
     "amsgrad": (amsgrad, 3, 1e-3, "adam", "Reddi, Kale & Kumar, ICLR 2018"),
+    "amsgrad_paper": (
+        amsgrad_paper,
+        3,
+        1e-3,
+        "adam",
+        "Reddi, Kale & Kumar, ICLR 2018, Algorithm 2",
+    ),
     "radam": (radam, 2, 1e-3, "adam", "Liu et al., ICLR 2020"),
     "adabelief": (adabelief, 2, 1e-3, "adam", "Zhuang et al., NeurIPS 2020"),
     "lion": (lion, 1, 1e-4, "sign", "Chen et al., NeurIPS 2023"),

@@ -38,6 +38,8 @@ def scale_by_rms(
         σ² = ν̂ − |μ̂|² if centered else ν̂
         u = g / √(σ² + ε)    (eps_in_sqrt)     or     u = g / (√σ² + ε)
 
+    and ``u = 0`` where that denominator is 0 (ε = 0 and every past g was 0).
+
     Args:
       decay: ρ in [0, 1).
       eps: ε ≥ 0.
@@ -55,6 +57,13 @@ def scale_by_rms(
 
     def inverse_root(s):
         return jax.lax.rsqrt(s + eps) if eps_in_sqrt else 1 / (jnp.sqrt(s) + eps)
+
+    def scale(s, g):
+        if isinstance(eps, int | float) and eps > 0:
+            return inverse_root(s) * g  # s + ε > 0 (the guard below would change rounding)
+        # With ε = 0, σ² = 0 where every past g was 0 (so g = 0): step 0, not 0 · ∞ = NaN.
+        denominator = s + eps if eps_in_sqrt else jnp.sqrt(s) + eps
+        return jnp.where(denominator > 0, inverse_root(s) * g, 0.0)
 
     def init_fn(params):
         return ScaleByRmsState(
@@ -75,7 +84,7 @@ def scale_by_rms(
             mu = optax.tree.cast_like(mu, state.mu)
         else:
             mu, var = None, nu_hat
-        u = jax.tree.map(lambda s, g: inverse_root(s) * g, var, updates)
+        u = jax.tree.map(scale, var, updates)
         return u, ScaleByRmsState(count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu))
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -102,7 +111,8 @@ def rmsprop(
 
     Defaults equal ``optax.rmsprop`` (ρ = 0.9, ε = 1e-8 inside the root, ν₀ = 0). Hinton's
     slides have ``MeanSquare = 0.9 MeanSquare + 0.1 g²`` and ``g / √MeanSquare`` with no ε:
-    ``rmsprop(η, decay=0.9, eps=0.0)``. State per parameter: ``ν``; plus ``μ`` if
+    ``rmsprop(η, decay=0.9, eps=0.0)``; without ε a coordinate whose gradients have all
+    been 0 gets a zero step (Optax gives NaN, 0/0, there). State per parameter: ``ν``; plus ``μ`` if
     centered; plus the momentum trace ``v`` if momentum is set.
 
     Args:

@@ -39,6 +39,7 @@ SETTINGS = {
     "adamax_paper": dict(learning_rate=1e-1),
     "nadam": dict(learning_rate=1e-2),
     "amsgrad": dict(learning_rate=1e-1),
+    "amsgrad_paper": dict(learning_rate=1e-1),
     "radam": dict(learning_rate=5e-3),
     "adabelief": dict(learning_rate=1e-2),
     "lion": dict(learning_rate=1e-2, weight_decay=1e-4),

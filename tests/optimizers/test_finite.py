@@ -88,7 +88,7 @@ DECOUPLED_DECAY = {"adamw", "lion"}  # move by -lr·λ·θ even when g = 0
 HUGE = {
     "vanishes": {
         "adabelief", "adadelta", "adadelta_paper", "adagrad", "adagrad_paper", "adam",
-        "adam_paper_efficient", "adamw", "amsgrad", "lamb", "nadam", "rmsprop",
+        "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "lamb", "nadam", "rmsprop",
     },
     "bounded by lr": {"adamax", "adamax_paper", "lion"},
     "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
@@ -97,7 +97,8 @@ HUGE = {
 INFINITE = {
     "nan": {
         "adabelief", "adadelta", "adadelta_paper", "adagrad", "adagrad_paper", "adam",
-        "adam_paper_efficient", "adamw", "amsgrad", "adamax", "adamax_paper", "nadam", "rmsprop",
+        "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "adamax", "adamax_paper",
+        "nadam", "rmsprop",
     },
     "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
     "-lr·sign(g)": {"lion"},
