@@ -498,7 +498,9 @@ def run(args: argparse.Namespace) -> int:
 
 def compare_and_report(args: argparse.Namespace) -> int:
     cfg = settings(args)
-    resuming = check_run_folder(args.out, cfg)
+    # Only process 0 writes the folder, so only it judges it: a process that starts after
+    # process 0 wrote config.json must not take the folder for another run's.
+    resuming = check_run_folder(args.out, cfg) if jax.process_index() == 0 else cfg["resume"]
     start = time.perf_counter()
     full = datasets.load(cfg["dataset"], data_dir=args.data_dir)
     held_out = datasets.load(cfg["dataset"], data_dir=args.data_dir, validation=cfg["validation"])

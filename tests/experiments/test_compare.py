@@ -130,6 +130,10 @@ def test_in_a_multi_process_run_only_process_0_writes_the_report(tmp_path, capsy
     assert cli.main([*argv, "--out", str(out)]) == 0
     assert list(out.iterdir()) == []
     assert "chosen lr" not in capsys.readouterr().out
+    # Process 1 starting after process 0 wrote the run's config.json trains all the same.
+    (out / "config.json").write_text("{}")
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["config.json"]
 
     assert cli.main(argv) != 0  # no --out: each process would pick its own timestamped folder
     assert "needs --out" in capsys.readouterr().err
