@@ -8,7 +8,14 @@ A checkpoint is one Orbax step folder per saved epoch holding two items:
   data-order position;
 * ``meta`` (JSON): the epoch, the history of the completed epochs, the run's
   *fingerprint* (the configuration that must match to resume: model, optimizer, data,
-  training config) and the path, shape and dtype of every state leaf.
+  training config), the path, shape and dtype of every state leaf, and the ``digest`` of
+  the state (:func:`state_digest`: SHA-256 over every leaf's bytes, in leaf order).
+
+Restoring checks the digest of the arrays read back against the saved one. A checkpoint
+that cannot be read (a truncated or deleted data file, a flipped byte, metadata missing a
+field) is moved aside to ``<dir>/corrupt-<epoch>-<time>`` with a one-line warning naming
+the epoch and the reason, and the one before it is restored; the moved step can then be
+saved again. If no checkpoint is left, :class:`CheckpointCorruptError` says so in one line.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash
 or a full disk in the middle of a save leaves the previous checkpoint valid;
@@ -28,23 +35,37 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import shutil
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
 STATE, META = "state", "meta"
 UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"
+CORRUPT_PREFIX = "corrupt-"
+META_KEYS = ("epoch", "history", "fingerprint", "leaves")
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a run with another configuration."""
+
+
+class CheckpointCorruptError(ValueError):
+    """No checkpoint in the folder could be read back intact."""
+
+
+class UnreadableCheckpoint(Exception):
+    """One checkpoint cannot be used; the message is the one-line reason."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +125,54 @@ def _leaf_specs(tree: PyTree) -> list[dict[str, Any]]:
         {"path": jax.tree_util.keystr(path), "shape": list(leaf.shape), "dtype": str(leaf.dtype)}
         for path, leaf in flat
     ]
+
+
+def state_digest(arrays: list) -> str:
+    """SHA-256 (hex) of ``b_1 ‖ b_2 ‖ … ‖ b_n``, ``b_i`` the C-order bytes of leaf ``i`` on
+    the host (the leaves as :func:`_to_arrays` lists them, PRNG keys as key data)."""
+    digest = hashlib.sha256()
+    for leaf in arrays:
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()
+
+
+def _host_readable(arrays: list) -> bool:
+    """Whether this process holds every element of every leaf (a digest needs them all)."""
+    return all(getattr(leaf, "is_fully_addressable", True) for leaf in arrays)
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of ``err``'s message, without TensorStore's spec dump, cut to ``limit``."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.split(" [tensorstore_spec")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_orphaned_read_callback(unraisable) -> bool:
+    """A TensorStore read finishing after a failed restore closed Orbax's event loop."""
+    return (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"
+    )
+
+
+def _quiet_orphaned_read_callbacks() -> None:
+    """Drop (only) the "Event loop is closed" reports of reads orphaned by a failed restore.
+
+    When one array of a restore fails, Orbax closes its event loop while TensorStore still
+    completes the others; each completion then reports an unraisable RuntimeError. They
+    arrive late, from TensorStore's threads, so the filter stays installed (once).
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_orphaned_read_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_orphaned_read_callback(unraisable):
+            previous(unraisable)
+
+    hook._drops_orphaned_read_callbacks = True
+    sys.unraisablehook = hook
 
 
 # --------------------------------------------------------------------------- files
@@ -206,15 +275,18 @@ class Checkpointer:
         """
         if not force and epoch % self.config.every:
             return False
+        arrays = _to_arrays(train_state)
         meta = {
             "epoch": int(epoch),
             "history": history,
             "fingerprint": fingerprint,
             "leaves": _leaf_specs(train_state),
         }
+        if _host_readable(arrays):
+            meta["digest"] = state_digest(arrays)
         args = ocp.args.Composite(
             **{
-                STATE: ocp.args.StandardSave(_to_arrays(train_state)),
+                STATE: ocp.args.StandardSave(arrays),
                 META: ocp.args.JsonSave(json.loads(json.dumps(meta, default=float))),
             }
         )
@@ -260,34 +332,73 @@ class Checkpointer:
         """The latest valid checkpoint as ``(train_state, history, epoch)``; None if none.
 
         ``like_state`` gives the tree structure, shapes, dtypes and shardings (e.g. the
-        freshly initialised state). A checkpoint that cannot be read is skipped with a
-        warning in favour of the one before it.
+        freshly initialised state). A checkpoint that cannot be read back intact (a missing
+        or truncated file, metadata without a required field, or arrays whose
+        :func:`state_digest` differs from the saved one) is moved aside to
+        ``corrupt-<epoch>-<time>`` with a one-line warning, in favour of the one before it;
+        training then saves that epoch again. A checkpoint written before digests were
+        recorded (no ``digest`` in its metadata) is restored without the digest check.
 
         Raises:
           CheckpointMismatchError: the latest readable checkpoint's fingerprint or state
             layout differs from this run's.
+          CheckpointCorruptError: there were checkpoints but none could be read intact.
         """
+        unreadable = []
         for epoch in reversed(self.steps()):
             try:
-                meta = self.read_meta(epoch)
-            except (OSError, ValueError, KeyError) as err:
+                return self._restore(epoch, like_state, fingerprint)
+            except UnreadableCheckpoint as err:
+                moved = self._set_aside(epoch)
+                unreadable.append(f"epoch {epoch} ({err})")
                 warnings.warn(
-                    f"skipping unreadable checkpoint of epoch {epoch}: {err}", stacklevel=2
+                    f"skipping unreadable checkpoint of epoch {epoch} in {self.directory}: "
+                    f"{err}; moved it to {moved.name}",
+                    stacklevel=2,
                 )
-                continue
-            self.check_compatible(meta, like_state, fingerprint)
-            template = _to_arrays(like_state)
-            try:
-                restored = self._manager.restore(
-                    epoch, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(template)})
-                )
-            except (OSError, ValueError, KeyError) as err:
-                warnings.warn(
-                    f"skipping unreadable checkpoint of epoch {epoch}: {err}", stacklevel=2
-                )
-                continue
-            return _from_arrays(list(restored[STATE]), like_state), meta["history"], epoch
+        if unreadable:
+            raise CheckpointCorruptError(
+                f"no readable checkpoint in {self.directory}: {'; '.join(unreadable)}; "
+                f"each was moved to {CORRUPT_PREFIX}<epoch>-<time>; start afresh or restore "
+                "the folder from a backup"
+            )
         return None
+
+    def _restore(self, epoch: int, like_state: PyTree, fingerprint: dict) -> tuple:
+        """Read and verify one checkpoint; :class:`UnreadableCheckpoint` if it is damaged."""
+        try:
+            meta = self.read_meta(epoch)
+        except (OSError, ValueError) as err:  # TensorStore and JSON errors are ValueErrors
+            raise UnreadableCheckpoint(f"metadata unreadable: {one_line(err)}") from err
+        missing = [key for key in META_KEYS if not isinstance(meta, dict) or key not in meta]
+        if missing:
+            raise UnreadableCheckpoint(f"metadata has no {', '.join(missing)}")
+        self.check_compatible(meta, like_state, fingerprint)
+        template = _to_arrays(like_state)
+        try:
+            restored = self._manager.restore(
+                epoch, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(template)})
+            )
+            arrays = list(restored[STATE])
+        except (OSError, ValueError) as err:  # TensorStore raises ValueError for bad files
+            _quiet_orphaned_read_callbacks()
+            raise UnreadableCheckpoint(f"state unreadable: {one_line(err)}") from err
+        if "digest" in meta and _host_readable(arrays) and state_digest(arrays) != meta["digest"]:
+            raise UnreadableCheckpoint("state digest differs from the saved one (data changed)")
+        return _from_arrays(arrays, like_state), meta["history"], epoch
+
+    def _set_aside(self, epoch: int) -> Path:
+        """Move the step folder of ``epoch`` to ``corrupt-<epoch>-<time>`` (so that the
+        epoch can be saved again) and return where it went."""
+        target = self.directory / f"{CORRUPT_PREFIX}{epoch}-{time.strftime('%Y%m%dT%H%M%S')}"
+        if jax.process_index() == 0:
+            suffix = 0
+            while target.exists():
+                suffix += 1
+                target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+            (self.directory / str(epoch)).rename(target)
+        self._manager.reload()
+        return target
 
     def close(self) -> None:
         self._manager.close()

@@ -7,8 +7,10 @@ The runs go through ``engine.fit`` and ``engine.fit_population`` with
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,11 +27,15 @@ import models
 import optimizers as opt
 from experiments import engine
 from experiments.checkpoint import (
+    META,
+    STATE,
     CheckpointConfig,
+    CheckpointCorruptError,
     Checkpointer,
     CheckpointMismatchError,
     diff_fingerprints,
     fingerprint,
+    state_digest,
 )
 from experiments.data.synthetic import make_classification
 
@@ -243,3 +249,143 @@ def test_a_file_in_place_of_the_folder_is_refused(tmp_path):
 def test_bad_checkpoint_options(field):
     with pytest.raises(ValueError, match=f"checkpoint {field} must be a positive integer"):
         CheckpointConfig("x", **{field: 0})
+
+
+# --------------------------------------------------------------------------- damaged checkpoints
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """An uninterrupted EPOCHS-epoch run (keep 2: epochs 5 and 6 kept) and its final state."""
+    directory = tmp_path_factory.mktemp("finished")
+    state, history = train(directory, resume=False)
+    return directory, state, history
+
+
+def _copy_of(finished_run, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run[0], copy)
+    return copy
+
+
+def _largest_state_files(directory: Path, epoch: int) -> list[Path]:
+    """The largest file(s) of the state folder of ``epoch`` (Orbax keeps two equal copies)."""
+    files = [p for p in (directory / str(epoch) / STATE).rglob("*") if p.is_file()]
+    size = max(p.stat().st_size for p in files)
+    return [p for p in files if p.stat().st_size == size]
+
+
+def _flip_bytes(directory: Path, epoch: int) -> None:
+    """XOR 64 bytes in the middle of the largest file(s) of the state of ``epoch``."""
+    for path in _largest_state_files(directory, epoch):
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+        path.write_bytes(bytes(data))
+
+
+def _truncate(directory: Path, epoch: int) -> None:
+    for path in _largest_state_files(directory, epoch):
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def _edit_meta(directory: Path, epoch: int, edit) -> None:
+    path = directory / str(epoch) / META / "metadata"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _assert_resumed_equals(resumed, reference) -> None:
+    for a, b in zip(_leaves(resumed), _leaves(reference), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_byte_flipped_checkpoint_falls_back_and_resumes_bitwise(finished_run, tmp_path, capfd):
+    run = _copy_of(finished_run, tmp_path)
+    _flip_bytes(run, EPOCHS)
+    with pytest.warns(UserWarning, match=rf"unreadable checkpoint of epoch {EPOCHS} .*moved"):
+        resumed, history = train(run, resume=True)
+    _assert_resumed_equals(resumed, finished_run[1])
+    for name, values in finished_run[2].metrics.items():
+        np.testing.assert_array_equal(history.metrics[name], values)
+    assert [p.name.startswith(f"corrupt-{EPOCHS}-") for p in run.glob("corrupt-*")] == [True]
+    with Checkpointer(CheckpointConfig(run)) as ckpt:
+        assert ckpt.steps() == [EPOCHS - 1, EPOCHS]  # the bad epoch was saved again
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_every_kept_checkpoint_flipped_is_one_clear_error(finished_run, tmp_path):
+    run = _copy_of(finished_run, tmp_path)
+    for epoch in (EPOCHS - 1, EPOCHS):
+        _flip_bytes(run, epoch)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(
+            CheckpointCorruptError,
+            match=rf"no readable checkpoint .*epoch {EPOCHS} \(.*epoch {EPOCHS - 1} \(",
+        ),
+    ):
+        train(run, resume=True)
+
+
+def test_a_state_whose_digest_differs_is_skipped(tmp_path):
+    fp = fingerprint()
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        ckpt.save(1, {"w": jnp.ones(3)}, [], fp)
+        ckpt.save(2, {"w": jnp.full(3, 2.0)}, [], fp)
+    _edit_meta(tmp_path, 2, lambda meta: meta.update(digest=state_digest([jnp.zeros(3)])))
+    with (
+        pytest.warns(UserWarning, match="epoch 2 .*digest differs"),
+        Checkpointer(CheckpointConfig(tmp_path)) as ckpt,
+    ):
+        state, _, epoch = ckpt.restore_latest({"w": jnp.zeros(3)}, fp)
+    assert epoch == 1
+    np.testing.assert_array_equal(state["w"], 1.0)
+
+
+def test_a_checkpoint_written_without_a_digest_still_restores(tmp_path):
+    fp = fingerprint()
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        ckpt.save(1, {"w": jnp.full(3, 7.0)}, [], fp)
+    _edit_meta(tmp_path, 1, lambda meta: meta.pop("digest"))  # as written before digests
+    with Checkpointer(CheckpointConfig(tmp_path)) as ckpt:
+        state, _, epoch = ckpt.restore_latest({"w": jnp.zeros(3)}, fp)
+    assert epoch == 1
+    np.testing.assert_array_equal(state["w"], 7.0)
+
+
+@pytest.mark.parametrize("which", ["latest", "all"])
+def test_a_truncated_data_file_is_an_unreadable_checkpoint(finished_run, tmp_path, which, capfd):
+    run = _copy_of(finished_run, tmp_path)
+    damaged = [EPOCHS] if which == "latest" else [EPOCHS - 1, EPOCHS]
+    for epoch in damaged:
+        _truncate(run, epoch)
+    if which == "latest":
+        with pytest.warns(UserWarning, match=rf"epoch {EPOCHS} .*state unreadable"):
+            resumed, _ = train(run, resume=True)
+        _assert_resumed_equals(resumed, finished_run[1])
+    else:
+        with pytest.warns(UserWarning), pytest.raises(CheckpointCorruptError, match="no readable"):
+            train(run, resume=True)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_metadata_without_a_fingerprint_is_an_unreadable_checkpoint(finished_run, tmp_path):
+    run = _copy_of(finished_run, tmp_path)
+    _edit_meta(run, EPOCHS, lambda meta: meta.pop("fingerprint"))
+    with pytest.warns(UserWarning, match=rf"epoch {EPOCHS} .*metadata has no fingerprint"):
+        resumed, _ = train(run, resume=True)
+    _assert_resumed_equals(resumed, finished_run[1])
+
+
+def test_a_deleted_manifest_falls_back_and_the_epoch_is_saved_again(finished_run, tmp_path, capfd):
+    run = _copy_of(finished_run, tmp_path)
+    (run / str(EPOCHS) / STATE / "manifest.ocdbt").unlink()
+    with pytest.warns(UserWarning, match=rf"epoch {EPOCHS} .*moved it to corrupt-{EPOCHS}-"):
+        resumed, _ = train(run, resume=True)  # re-saves epoch EPOCHS
+    _assert_resumed_equals(resumed, finished_run[1])
+    with Checkpointer(CheckpointConfig(run)) as ckpt:
+        assert ckpt.steps() == [EPOCHS - 1, EPOCHS]
+    err = capfd.readouterr().err
+    assert "Event loop is closed" not in err and "Traceback" not in err
