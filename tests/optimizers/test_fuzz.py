@@ -214,8 +214,13 @@ seeds = st.integers(0, 2**16)
 log_scales = st.floats(0.0, 6.0)
 
 
+# Initial values 0 or normal float32 numbers: XLA flushes subnormals to zero (a subnormal
+# initial accumulator, 9.8e-42, became 0 where the gradient was 0; found in a test run).
+initial_accumulators = st.one_of(st.just(0.0), st.floats(float(np.finfo(np.float32).tiny), 1.0))
+
+
 @settings(max_examples=40)
-@given(seeds, log_scales, st.floats(0.0, 1.0), st.floats(1e-10, 1e-3))
+@given(seeds, log_scales, initial_accumulators, st.floats(1e-10, 1e-3))
 def test_adagrad_accumulator_never_decreases(seed, log_scale, initial, eps):
     _, states = _trajectory(
         _rss,
