@@ -527,12 +527,17 @@ def compare_and_report(args: argparse.Namespace) -> int:
             "filesystem every host shares (the default name has a per-process timestamp)"
         )
     writes_report = jax.process_index() == 0  # every process trains; one writes the report
-    run_dir = report.make_run_dir(args.out, "compare")
 
     def make_model(key):
         return models.build(
             cfg["model"], full.input_shape, full.num_classes, seed=key, **model_options
         )
+
+    for name in cfg["optimizers"]:  # a run that cannot fit is refused before the folder exists
+        engine.check_memory(make_model, tuning.optimizer_factory(name),
+                            {"learning_rate": [opt.info(name).suggested_learning_rate]}, 0,
+                            cfg["lr_grid_size"] * cfg["seeds"], cfg["epochs"])  # fmt: skip
+    run_dir = report.make_run_dir(args.out, "compare")
 
     if writes_report and not resuming:
         write_config(run_dir, cfg, model_options, config, splits, full.meta)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -28,7 +29,14 @@ from experiments.engine import splits as splits_lib
 from experiments.engine.config import TrainConfig, check_policy
 from experiments.engine.history import EpochReport, History
 from experiments.engine.objectives import as_objective
-from experiments.engine.state import TrainState, WarmStart, init_population, member
+from experiments.engine.state import (
+    TrainState,
+    WarmStart,
+    init_population,
+    member,
+    seed_keys,
+    split_model,
+)
 from experiments.engine.step import make_epoch, make_evaluate, state_finite
 from optimizers import finite
 
@@ -248,6 +256,47 @@ def _place(states, splits: splits_lib.Splits, config: TrainConfig):
     return states, train, mesh
 
 
+HISTORY_BYTES_PER_MEMBER_EPOCH = 16 * 8  # up to 16 float64 metrics per member and epoch
+
+
+def machine_memory_bytes() -> int:
+    """The memory the run's state lives in: the device's limit where it reports one (a
+    GPU), else this machine's physical memory."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(make_model, make_tx, hparams, seed: int, num_members: int, epochs: int) -> None:
+    """Refuse, before anything is allocated, a run whose state and history cannot fit.
+
+    Estimate: ``3 · M · b`` for the states of ``M`` members of ``b`` bytes each (parameters,
+    model and optimizer state, found from shapes alone: the state, the epoch's new state and
+    the epoch-start state kept for a replay) plus ``M · epochs · 128`` bytes of history.
+
+    Raises:
+      ValueError: the estimate exceeds :func:`machine_memory_bytes`, with both figures.
+    """
+    first = {name: values[0] for name, values in hparams.items()}
+
+    def member_state(key):
+        _, params, model_state = split_model(make_model(key))
+        return params, model_state, make_tx(**first).init(params)
+
+    shapes = jax.eval_shape(member_state, seed_keys(seed)[0])
+    member_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+    needed = 3 * num_members * member_bytes + num_members * epochs * HISTORY_BYTES_PER_MEMBER_EPOCH
+    available = machine_memory_bytes()
+    if needed > available:
+        raise ValueError(
+            f"this run needs about {needed / 2**30:,.1f} GiB ({num_members:,} runs of "
+            f"{member_bytes / 2**20:,.2f} MiB of state, {epochs:,} epochs of history), more "
+            f"than the {available / 2**30:,.1f} GiB here; use fewer seeds, configurations or "
+            "epochs"
+        )
+
+
 def _check_hparams(hparams: Mapping[str, Sequence[float]]) -> tuple[dict[str, np.ndarray], int]:
     hparams = {name: np.asarray(values, np.float32) for name, values in hparams.items()}
     if not hparams:
@@ -343,6 +392,7 @@ def fit_population(
     num_seeds = len(seeds)
     num_members = num_configs * num_seeds
     single = num_members == 1
+    check_memory(make_model, make_tx, hparams, seeds[0], num_members, config.epochs)
     member_hparams = {k: jnp.asarray(np.repeat(v, num_seeds)) for k, v in hparams.items()}
     graphdef, states = init_population(
         make_model, make_tx, member_hparams, seeds, num_configs, warm_start

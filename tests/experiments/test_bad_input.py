@@ -288,3 +288,24 @@ def test_cli_config_file_with_unknown_keys_is_one_line(tmp_path, capsys):
 
 def test_cli_resume_without_out_is_one_line(capsys):
     _assert_one_line(*_main(capsys, *TINY_COMPARE, "--resume"), "--resume needs --out")
+
+
+@pytest.mark.parametrize("rates, seeds, epochs", [(100, 10**6, 1), (1, 1, 10**12)])
+def test_a_run_too_large_for_memory_is_refused_before_anything_is_allocated(
+    no_compile, monkeypatch, rates, seeds, epochs
+):
+    built = []
+    monkeypatch.setattr(loop, "init_population", lambda *a, **k: built.append(1))
+    with pytest.raises(ValueError, match=r"^this run needs about [\d,.]+ GiB .* more than"):
+        engine.fit_population(_mlp, opt.sgd, {"learning_rate": [0.1] * rates}, range(seeds),
+                              _small(), engine.TrainConfig(epochs=epochs, batch_size=8))  # fmt: skip
+    assert built == []
+
+
+@pytest.mark.parametrize("option", [["--epochs", "1000000000000"], ["--seeds", "10000000"]])
+def test_cli_run_too_large_for_memory_is_one_line_and_writes_nothing(tmp_path, capsys, option):
+    out = tmp_path / "run"
+    assert cli.main(["compare", "--optimizers", "sgd", *option, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs about" in err and "GiB" in err and len(err.splitlines()) == 1
+    assert not out.exists()
