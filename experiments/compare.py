@@ -30,7 +30,9 @@ refused without ``--resume``, and ``--resume`` is refused unless the run definit
 (dataset, model, optimizers, epochs, batch size, seeds, grid size, validation fraction,
 non-finite policy) equals the one saved in ``config.json``; every check runs before
 anything is written. ``--resume`` into a missing or empty folder says so and starts a new
-run. ``--on-non-finite skip`` skips non-finite updates (counted as ``skipped_steps``)
+run. Two processes on one ``--out`` (two runs, or a run and its ``--resume``): the second is
+refused naming the first's PID (:class:`report.RunFolderLock`, taken before any check).
+``--on-non-finite skip`` skips non-finite updates (counted as ``skipped_steps``)
 instead of marking the run diverged. ``--data-parallel`` splits every minibatch over all
 devices.
 """
@@ -38,6 +40,7 @@ devices.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -491,9 +494,18 @@ def run(args: argparse.Namespace) -> int:
     ``--resume`` checks); a resumed run rewrites it only with the finished report.
     """
     try:
-        return compare_and_report(args)
+        with run_folder_lock(args.out):
+            return compare_and_report(args)
     except (ValueError, OSError) as err:
         raise name_flags(err)  # noqa: B904 (the same exception, flags named)
+
+
+def run_folder_lock(out: str | None) -> contextlib.AbstractContextManager:
+    """The lock on ``--out`` that keeps a second command out of it while this one runs, taken
+    by process 0 (the one that writes the folder); a new timestamped folder needs none."""
+    if not out or jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return report.RunFolderLock(out)
 
 
 def compare_and_report(args: argparse.Namespace) -> int:

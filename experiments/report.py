@@ -14,6 +14,8 @@ Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display nee
 every figure is made here: :func:`new_figure`, drawn with :func:`draw_curves` (mean lines
 with ±std bands) and :func:`style_axes`, or whole by :func:`plot_curves` and
 :func:`plot_panels`.
+:class:`RunFolderLock` keeps a second process out of a run folder in use, and every file is
+written atomically with the mode the umask allows (:func:`atomic_write_text`).
 :func:`machine` says where and when a run ran (for ``config.json`` and summaries) and
 :func:`peak_memory_mb` how much memory it took.
 """
@@ -22,13 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import json
 import math
 import os
 import platform
 import resource
+import secrets
+import shlex
 import sys
-import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,35 +103,172 @@ def make_run_dir(out: str | Path | None, prefix: str, *, root: str | Path = "run
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        reason = err.strerror or str(err)
-        raise OSError(f"cannot write the run folder {run_dir}: {reason}") from None
+        raise cannot_write(run_dir, err) from None
     return run_dir
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and
-    ``os.replace``: a crash or a full disk mid-write leaves the old file (or none), never
-    a truncated one."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as file:
+def cannot_write(run_dir: Path, err: OSError) -> OSError:
+    """The one-line error for a run folder that cannot be created or written."""
+    reason = err.strerror or str(err)
+    return OSError(f"cannot write the run folder {run_dir}: {reason}")
+
+
+class RunFolderInUseError(OSError):
+    """Another process holds the run folder's :class:`RunFolderLock`."""
+
+
+LOCK_NAME = ".lock"
+HOLDER_WAIT_S = 0.5  # how long a refused process waits for the holder to write its PID
+
+
+class RunFolderLock:
+    """One process at a time in a run folder: an exclusive, non-blocking ``flock`` on
+    ``<run_dir>/.lock``, which holds the holder's PID and command::
+
+        with report.RunFolderLock(out):
+            ...  # check the folder, train, write
+
+    A second process (or a second lock in this one) is refused with
+    :class:`RunFolderInUseError` naming the holder's PID and command. The kernel releases a
+    ``flock`` when its holder exits in any way, SIGKILL included, so a lock file left by a
+    killed process is simply taken over. On release the lock file is removed, and so are the
+    folders the lock created if nothing else was written into them: a command refused while
+    holding the lock leaves the folder as it was (or absent, as it was).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    def __enter__(self) -> RunFolderLock:
+        self._created = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
         try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._fd = open_locked(self.path)
+        except RunFolderInUseError:
+            remove_empty_folders(self._created)
+            raise
+        except OSError as err:
+            remove_empty_folders(self._created)
+            raise cannot_write(self.run_dir, err) from None
+        holder = {"pid": os.getpid(), "command": shlex.join(sys.orig_argv)}
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, json.dumps(holder).encode(), 0)
+        except OSError as err:
+            self.__exit__()
+            raise cannot_write(self.run_dir, err) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)  # before the unlock: see open_locked
+        os.close(self._fd)
+        self._fd = None
+        remove_empty_folders(self._created)
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def open_locked(path: Path) -> int:
+    """``path`` opened (created if missing) and ``flock``-ed exclusively, without waiting.
+
+    A holder removes the file before unlocking it, so a file locked here that is no longer
+    at ``path`` was just released and removed: it is closed and ``path`` opened again.
+
+    Raises:
+      RunFolderInUseError: another open file holds the lock (its PID and command named).
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder(fd)
+            os.close(fd)
+            raise RunFolderInUseError(
+                f"run folder {path.parent} is in use by {holder}; wait for it to finish or "
+                "choose another --out folder"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if same_file(fd, path):
+            return fd
+        os.close(fd)
+
+
+def read_holder(fd: int) -> str:
+    """``PID 123 (optlab compare ...)`` from a held lock file, waiting up to
+    :data:`HOLDER_WAIT_S` for a holder that has just taken it to write it."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 1 << 16, 0))
+            command = " ".join(str(holder["command"]).split())  # one line
+            return f"PID {int(holder['pid'])} ({command[:200]})"
+        except (ValueError, TypeError, KeyError):
+            if time.monotonic() > deadline:
+                return "another process"
+            time.sleep(0.02)
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def create_temporary(path: Path) -> tuple[int, Path]:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path``, opened for writing.
+
+    Created with mode 0o666 like any file a program creates, so the umask decides its
+    permissions (0o644 under the usual 0o022), which the file keeps when renamed to ``path``.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and
+    ``os.replace``: a crash or a full disk mid-write leaves the old file (or none), never
+    a truncated one. The file's mode is what the umask allows (``0o666 & ~umask``)."""
+    path = Path(path)
+    fd, tmp = create_temporary(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        except BaseException:
-            file.close()
-            os.unlink(file.name)
-            raise
-    os.replace(file.name, path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """``figure.savefig`` made atomic in the same way as :func:`atomic_write_text`."""
+    """``figure.savefig`` made atomic in the same way as :func:`atomic_write_text`, with the
+    same mode."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    fd, tmp = create_temporary(path)
+    os.close(fd)
     try:
         figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
         os.replace(tmp, path)

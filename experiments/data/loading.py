@@ -152,6 +152,14 @@ def locate(spec: DatasetSpec, data_dir: Path, *, download: bool = True) -> Path:
         if names and (folder := _find(names, roots, spec.name)):
             return folder
     target = data_dir / spec.name
+    folders = [folder for root in roots for folder in (root / spec.name, root)]
+    directories = [folder / name for folder in folders for name in (*archives, *extracted)
+                   if (folder / name).is_dir()]  # fmt: skip
+    if directories:
+        raise DataError(
+            f"{spec.name}: {directories[0]} is a directory, not a file; remove it so that the "
+            "file can be put (or downloaded) there"
+        )
     missing = [f for f in spec.files if not (target / f.name).is_file()]
     if not download:
         raise DataError(

@@ -135,7 +135,15 @@ def cifar10_present(data_dir: str | None) -> bool:
 
 def subset(ds: datasets.Dataset, train_size: int | None, test_size: int | None):
     """A stratified, seeded subset of the training and test splits (None: keep all;
-    :func:`experiments.data.stratified_subset`)."""
+    :func:`experiments.data.stratified_subset`); a size larger than its split is a
+    ValueError naming the flag and the split's size (not silently all of it)."""
+    for split, size in (("train", train_size), ("test", test_size)):
+        available = len(getattr(ds, f"y_{split}"))
+        if size is not None and size > available:
+            raise ValueError(
+                f"--{split}-size {size} is more than the {available:,} images of {ds.name}'s "
+                f"{split} set; give at most {available}, or leave --{split}-size out to use all"
+            )
     x_train, y_train = datasets.stratified_subset(ds.x_train, ds.y_train, train_size)
     x_test, y_test = datasets.stratified_subset(ds.x_test, ds.y_test, test_size)
     meta = {**ds.meta, "subset": {"train": len(y_train), "test": len(y_test)}}
