@@ -382,10 +382,11 @@ def plot_fig4(path, grid, final: np.ndarray, size: VAESize, dataset: str, epochs
     report.save_figure(figure, path, dpi=80)
 
 
-def run_fig4(args, size: VAESize, run_dir):
+def run_fig4(args, size: VAESize, make_run_dir):
     timer = _common.Timer()
     full = _common.load_dataset("mnist", args.data_dir)
     ds = _common.subset(full, size.train_size, size.test_size)
+    run_dir = make_run_dir()  # after the checks: a refused size creates no folder
     grid = fig4_grid(size)
     reasons = []
     if len(ds.x_train) < len(full.x_train):
@@ -557,7 +558,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir_prefix = f"adam-fig{args.figure}"
     if args.figure == "4":
         size = apply_overrides(FIG4_SIZES[name], args)
-        run_fig4(args, size, report.make_run_dir(args.out, run_dir_prefix))
+        run_fig4(args, size, lambda: report.make_run_dir(args.out, run_dir_prefix))
         return 0
     exp = select_curves(EXPERIMENTS[args.figure], args.curves)
     size = apply_overrides(exp.sizes[name], args)

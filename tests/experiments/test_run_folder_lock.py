@@ -115,10 +115,13 @@ def test_report_files_get_the_mode_the_umask_allows(tmp_path, umask, mask, mode)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="needs the shared MNIST files")
-def test_a_train_size_above_the_dataset_is_refused_naming_the_flag_and_size(tmp_path, capsys):
+@pytest.mark.parametrize("figure", ["1", "4"])
+def test_a_train_size_above_the_dataset_is_refused_naming_the_flag_and_size(
+    tmp_path, capsys, figure
+):
     """Item 18: --train-size 100000000 was silently clamped to MNIST's 60,000 images."""
     out = tmp_path / "run"
-    argv = ["adam-paper", "--figure", "1", "--tiny", "--train-size", "100000000"]
+    argv = ["adam-paper", "--figure", figure, "--tiny", "--train-size", "100000000"]
     assert cli.main([*argv, "--data-dir", str(SHARED_DATA), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
