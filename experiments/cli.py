@@ -13,10 +13,18 @@ files, unwritable output folders) are raised as ``ValueError`` or ``OSError``
 subclasses; they are printed as one readable line and the command exits with status 2
 instead of showing a traceback.
 
+Usage errors (an option value its type does not parse, an unknown option or choice) are
+one line too, ``optlab COMMAND: error: ...``, exit status 2; the usage is in ``--help``.
+
 ``--config FILE.json`` (before or after the subcommand) reads option values from a JSON
 object whose keys are the subcommand's option names (``"batch_size"`` or
 ``"batch-size"``); options given on the command line override the file. Unknown keys
-are refused with the list of valid ones.
+are refused with the list of valid ones, and every value is checked against its option
+(:func:`config_value`): an integer option takes a JSON integer (a float without a
+fraction counts) or a string ``int`` parses, never ``true``/``false``; a float option a
+number or a string ``float`` parses; an option without a type a string; an option with
+another type a string that type parses; an on/off flag ``true`` or ``false``; an option
+with choices one of them.
 """
 
 from __future__ import annotations
@@ -42,8 +50,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2),
+    like every other error of the command line; subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="optlab", description="First-order optimizers in JAX: compare, reproduce, study."
     )
     parser.add_argument("--config", metavar="FILE.json", help=CONFIG_HELP)
@@ -58,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 CONFIG_HELP = "read option values from a JSON object (command-line options override it)"
 
 
-def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """The parser's options by destination name (``batch_size``), help and --config left out."""
     return {
         action.dest: action
@@ -67,22 +83,52 @@ def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Actio
     }
 
 
-def _config_value(key: str, value, action: argparse.Action):
-    """``value`` checked (and converted from a string) as the option ``action`` would."""
+EXPECTED = {int: "an integer", float: "a number", None: "a string"}
+
+
+def shown(value, limit: int = 60) -> str:
+    """``value`` as JSON text, cut to ``limit`` characters (error messages stay one line)."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def typed_value(value, option_type):
+    """``value`` (from JSON) as ``option_type`` takes it, else ``None``: a string is parsed
+    by the type (any type); an ``int`` option also takes an integer or a float without a
+    fraction, a ``float`` option any number; ``true``/``false`` are never numbers."""
+    if isinstance(value, str):
+        return value if option_type is None else option_type(value)
+    if isinstance(value, bool):
+        return None
+    if option_type is int and isinstance(value, int | float):
+        return int(value) if isinstance(value, int) or value.is_integer() else None
+    if option_type is float and isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def config_value(key: str, value, action: argparse.Action):
+    """``value`` checked (and converted) as the option ``action`` would take it on the
+    command line, else a one-line ValueError naming ``key``, the flag and the expected type."""
     flag = action.option_strings[-1]
     if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):  # noqa: SLF001
-        if not isinstance(value, bool):
-            raise ValueError(f"config key {key!r} ({flag}) must be true or false, got {value!r}")
-        return value
-    if isinstance(value, str) and action.type is not None:
+        expected, converted = "true or false", value if isinstance(value, bool) else None
+    else:
+        expected = EXPECTED.get(action.type, f"a string that {flag} takes")
         try:
-            value = action.type(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"config key {key!r} ({flag}): {err}") from None
-    if action.choices is not None and value not in action.choices:
+            converted = typed_value(value, action.type)
+        except (TypeError, ValueError, ArithmeticError) as err:
+            raise ValueError(
+                f"config key {key!r} ({flag}) must be {expected}, got {shown(value)} ({err})"
+            ) from None
+    if converted is None:
+        raise ValueError(f"config key {key!r} ({flag}) must be {expected}, got {shown(value)}")
+    if action.choices is not None and converted not in action.choices:
         choices = ", ".join(map(str, action.choices))
-        raise ValueError(f"config key {key!r} ({flag}) must be one of {choices}, got {value!r}")
-    return value
+        raise ValueError(
+            f"config key {key!r} ({flag}) must be one of {choices}, got {shown(value)}"
+        )
+    return converted
 
 
 def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -95,13 +141,13 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
     """
     try:
         values = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, a too long integer
         raise ValueError(f"config file {path} is not valid JSON: {err}") from None
     except OSError as err:
         raise OSError(err.errno, f"cannot read config file {path}: {err.strerror}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a JSON object of option names to values")
-    actions = _option_actions(parser)
+    actions = option_actions(parser)
     normalised = {str(key).replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(
         key for key, norm in zip(values, normalised, strict=True) if norm not in actions
@@ -111,15 +157,28 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
             f"config file {path} has unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
             f"{', '.join(sorted(actions))}"
         )
-    return {key: _config_value(key, value, actions[key]) for key, value in normalised.items()}
+    return {key: config_value(key, value, actions[key]) for key, value in normalised.items()}
+
+
+# Every character ``str.splitlines`` breaks a line at.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def one_line(err: Exception) -> str:
+    """The message of ``err`` on one line: line breaks (from a user's value, e.g. an
+    option holding a newline) are shown escaped, as ``\\n`` or ``\\x0c``."""
+    return "".join(repr(char)[1:-1] if char in LINE_BREAKS else char for char in str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = OneLineErrorParser(prog="optlab", add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
-    known, rest = pre.parse_known_args(argv)
+    try:
+        known, rest = pre.parse_known_args(argv)
+    except SystemExit as usage_error:  # ``--config`` without a file name
+        return int(usage_error.code or 0)
     # Find the subcommand first, so that its module can add its own options before the
     # real parse (this keeps ``optlab COMMAND --help`` complete).
     command = next((token for token in rest if not token.startswith("-")), None)
@@ -131,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 sub_parser.set_defaults(**read_config(known.config, sub_parser))
             except (ValueError, OSError) as err:
-                print(f"optlab {command}: error: {err}", file=sys.stderr)
+                print(f"optlab {command}: error: {one_line(err)}", file=sys.stderr)
                 return 2
-    args = parser.parse_args(rest)  # exits with usage for unknown or missing commands
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as stop:  # --help (0), or a one-line usage error (2)
+        return int(stop.code or 0)
     module = importlib.import_module(args._module)
     try:
         status = module.run(args)
@@ -141,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print("optlab: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as err:
-        print(f"optlab {args.command}: error: {err}", file=sys.stderr)
+        print(f"optlab {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return int(status or 0)
 

@@ -180,6 +180,8 @@ def settings(args: argparse.Namespace) -> dict:
     checkpoint_every = at_least_one(
         "checkpoint_every", args.checkpoint_every, 1 if args.resume else None
     )
+    if args.out == "":
+        raise ValueError("--out is empty; give a run folder, or leave --out out for a new one")
     if args.resume and not args.out:
         raise ValueError("--resume needs --out RUN_FOLDER, the folder of the run to continue")
     return {
