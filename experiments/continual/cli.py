@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 
 from experiments.continual.loop import LoopConfig, run_stream
+from experiments.continual.options import InvalidOption
 from experiments.continual.study import REGIMES, StudyConfig, run_study
 
 QUICK_LOOP = LoopConfig(max_drop=0.1)
@@ -76,13 +77,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--train-per-task", type=int)
 
 
-def _override(config, args, mapping: dict[str, str]):
-    changes = {
+def _configured(config, args, mapping: dict[str, str], **changes):
+    """``config`` with the options given in ``args`` (``mapping``: option → field) and
+    ``changes``; a value the config refuses is reported by its flag (``--user-batch``)."""
+    given = {
         field: getattr(args, arg)
         for arg, field in mapping.items()
-        if getattr(args, arg, None) is not None
+        if getattr(args, arg, None) is not None and field not in changes
     }
-    return dataclasses.replace(config, **changes)
+    try:
+        return dataclasses.replace(config, **given, **changes)
+    except InvalidOption as err:
+        flags = {field: "--" + arg.replace("_", "-") for arg, field in mapping.items()}
+        raise ValueError(err.named(flags.get(err.field, err.field))) from None
 
 
 def _enable_compilation_cache() -> None:
@@ -93,7 +100,6 @@ def _enable_compilation_cache() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _enable_compilation_cache()
     common = {
         "dataset": "dataset",
         "data_dir": "data_dir",
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": "epochs",
     }
     if args.study:
-        config = _override(
+        config = _configured(
             QUICK_STUDY if args.quick else FULL_STUDY,
             args,
             {
@@ -113,10 +119,15 @@ def run(args: argparse.Namespace) -> int:
                 "train_per_task": "train_per_task",
             },
         )
+        _enable_compilation_cache()
         run_study(config, args.out)
         print(f"study written to {args.out}/summary.md")
         return 0
-    config = _override(
+    search = {}
+    if args.search is not None:  # an empty --search is refused, not ignored
+        grid = {**FULL_LOOP.search, **QUICK_LOOP.search}
+        search["search"] = {name: grid.get(name, [1e-3, 1e-2]) for name in args.search}
+    config = _configured(
         QUICK_LOOP if args.quick else FULL_LOOP,
         args,
         {
@@ -128,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             "strategy": "strategy",
             "buffer_size": "buffer_size",
             "ewc_lambda": "ewc_lambda",
+            "search": "search",
             "triggers": "trigger_rules",
             "every": "every_n",
             "max_drop": "max_drop",
@@ -138,12 +150,9 @@ def run(args: argparse.Namespace) -> int:
             "worse_challenger_at": "worse_challenger_users",
             "slow_user": "slow_user_s",
         },
+        **search,
     )
-    if args.search:
-        grid = {**FULL_LOOP.search, **QUICK_LOOP.search}
-        config = dataclasses.replace(
-            config, search={name: grid.get(name, [1e-3, 1e-2]) for name in args.search}
-        )
+    _enable_compilation_cache()
     report = run_stream(config, args.out, resume=args.resume)
     led = report["ledger"]
     print(

@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
 import time
 from pathlib import Path
 
@@ -43,9 +46,13 @@ from experiments import engine, tuning
 from experiments.data import split_validation
 from experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
 
-from . import canary, metrics, monitoring, strategies, trainer, triggers, validation
-from .registry import Registry, load_npz, save_npz
-from .stream import Stream, corrupt, load_arrays, make_tasks
+from . import canary, metrics, monitoring, options, strategies, trainer, triggers, validation
+from .registry import Registry, RegistryDamagedError, load_npz, save_npz
+from .stream import DATASETS, PRESETS, Stream, corrupt, load_arrays, make_tasks
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _hold_out(indices: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,20 +107,57 @@ class LoopConfig:
     slow_user_s: float = 0.0  # sleep after each commit (kill-and-resume tests)
 
     def __post_init__(self):
+        """Refuse a value no run can use, with an :class:`~.options.InvalidOption` naming the
+        field: counts are positive integers, fractions and thresholds lie in range, the search
+        names registered optimizers, each with learning rates, and the injected faults
+        name users of the stream."""
         self.widths = tuple(self.widths)
         self.trigger_rules = tuple(self.trigger_rules)
         self.corrupt_users = tuple(self.corrupt_users)
         self.worse_challenger_users = tuple(self.worse_challenger_users)
-        if self.strategy not in strategies.STRATEGIES:
-            raise ValueError(f"strategy must be one of {strategies.STRATEGIES}")
-        triggers.TriggerConfig(self.trigger_rules, self.every_n, self.max_drop)
-        if not self.search:
-            raise ValueError("search grid is empty")
-        unknown = sorted(set(self.search) - set(optimizers.available()))
-        if unknown:
-            raise ValueError(f"unknown optimizers {unknown}; valid: {optimizers.available()}")
+        options.names("dataset", (self.dataset,), DATASETS)
+        options.names("preset", (self.preset,), PRESETS)
+        options.names("strategy", (self.strategy,), strategies.STRATEGIES)
+        options.names("trigger_rules", self.trigger_rules, triggers.RULES)
+        for name in (
+            "downsample", "num_tasks", "users_per_task", "user_batch", "reference_size",
+            "eval_size", "canary_size", "batch_size", "epochs", "initial_epochs",
+            "buffer_size", "min_reference", "every_n",
+        ):  # fmt: skip
+            options.count(name, getattr(self, name))
+        options.count("seed", self.seed, minimum=0)
+        split_tasks = len(make_tasks("split", self.num_tasks, 0))  # one per pair of classes
+        if self.preset == "split" and self.num_tasks > split_tasks:
+            raise options.InvalidOption(
+                "num_tasks", f"at most {split_tasks} with the split preset", self.num_tasks
+            )
+        options.counts("widths", self.widths)
+        options.fraction("dropout", self.dropout, low=0.0, high=1.0, closed="low")
+        options.fraction("ewc_lambda", self.ewc_lambda, low=0.0, high=math.inf, closed="low")
+        options.names("search", tuple(self.search), optimizers.available())
+        for name, lrs in self.search.items():  # any number: tests search diverging rates
+            if not lrs or not all(_real(lr) for lr in lrs):
+                raise options.InvalidOption(
+                    "search", f"a non-empty list of learning rates for {name}", lrs
+                )
+        for name in ("validation_fraction", "held_out_fraction", "drift_alpha", "canary_alpha"):
+            options.fraction(name, getattr(self, name), low=0.0, high=1.0)
         if self.validation_fraction + self.held_out_fraction >= 1.0:
-            raise ValueError("validation_fraction + held_out_fraction must be < 1")
+            raise options.InvalidOption(
+                "held_out_fraction", "< 1 - validation_fraction", self.held_out_fraction
+            )
+        options.fraction("max_drop", self.max_drop, low=0.0, high=1.0, closed="low,high")
+        options.fraction("canary_share", self.canary_share, low=0.0, high=1.0, closed="high")
+        if self.canary_min_gain is not None:
+            options.fraction(
+                "canary_min_gain", self.canary_min_gain, low=0.0, high=1.0, closed="low"
+            )
+        users = self.num_tasks * self.users_per_task
+        for name in ("corrupt_users", "worse_challenger_users"):
+            values = getattr(self, name)
+            if not all(options.is_integer(u) and 0 <= u < users for u in values):
+                raise options.InvalidOption(name, f"users of the stream, 0 to {users - 1}", values)
+        options.fraction("slow_user_s", self.slow_user_s, low=0.0, high=math.inf, closed="low")
 
     @classmethod
     def from_json(cls, path: Path) -> LoopConfig:
@@ -515,6 +559,7 @@ def run_stream(config: LoopConfig, out: str | Path, resume: bool = False, log=pr
         if not config_path.exists():
             raise OSError(f"--resume: no run to resume in {out} (config.json missing)")
         config = LoopConfig.from_json(config_path)
+        check_resumable(out, config)
     elif (out / "registry.sqlite").exists():
         raise OSError(f"{out} already holds a run; pass --resume or choose another --out")
     else:
@@ -544,6 +589,81 @@ def run_stream(config: LoopConfig, out: str | Path, resume: bool = False, log=pr
         return write_report(loop)
     finally:
         loop.registry.close()
+
+
+def _numbered(folder: Path, pattern: str) -> list[int]:
+    """The numbers ``n`` of the files in ``folder`` named ``pattern % n`` (a regex), sorted."""
+    found = (re.fullmatch(pattern, p.name) for p in folder.glob("*")) if folder.is_dir() else ()
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def check_resumable(out: Path, config: LoopConfig) -> None:
+    """Refuse to resume from a damaged registry instead of silently starting over.
+
+    The files beside the registry tell how far the run got: ``state/after-user-{u}.npz`` (the
+    committed user ``c``, and ``c + 1`` if killed before its commit) and ``models/v{k}.npz``
+    (every version ``1..V``, and ``V + 1`` if killed before its commit). A registry that is
+    missing, empty, unreadable (SQLite ``quick_check``) or inconsistent with them raises
+    :class:`~.registry.RegistryDamagedError`; so does a checkpoint at user ``c`` whose tables
+    do not hold users ``0..c``, ``user_batch`` ledger samples for each, one validation report,
+    monitor event and ``num_tasks`` evaluations per user, and model versions ``1..V`` with
+    one deployed. Only a run that committed nothing (no file past the first model) restarts.
+    """
+    states = _numbered(out / "state", r"after-user-(-?\d+)\.npz")
+    versions = _numbered(out / "models", r"v(\d+)\.npz")
+    db = out / "registry.sqlite"
+    nothing_committed = max(states, default=-1) <= -1 and max(versions, default=1) <= 1
+    if nothing_committed and (not db.is_file() or db.stat().st_size == 0):
+        return  # killed before its first commit: starting over loses nothing
+    try:
+        reg = Registry.open_existing(out)
+        try:
+            problem = _resume_problem(reg, config, states, versions)
+        finally:
+            reg.close()
+        if problem:
+            raise RegistryDamagedError(f"{db}: {problem}")
+    except RegistryDamagedError as err:
+        raise RegistryDamagedError(f"{err}; the run cannot be resumed from {out}") from None
+
+
+def _resume_problem(reg: Registry, config: LoopConfig, states, versions) -> str | None:
+    """What the registry lacks that the run's files imply (see :func:`check_resumable`)."""
+    rows = reg.row_counts()
+    checkpoint = reg.get_state("checkpoint")
+    if checkpoint is None:
+        if any(rows.values()) or max(states, default=-1) > -1 or max(versions, default=1) > 1:
+            return "no committed checkpoint, though rows or later state/model files exist"
+        return None
+    c = checkpoint["user"]
+    if not (reg.root / checkpoint["file"]).is_file():
+        return f"its checkpoint file {checkpoint['file']} is missing"
+    if max(states) > c + 1:
+        return f"checkpoint at user {c}, but state/after-user-{max(states)}.npz exists"
+    if reg.processed_users() != list(range(c + 1)):
+        return f"checkpoint at user {c}, but {rows['users']} users are recorded (expected {c + 1})"
+    ledger = reg.ledger_by_user()
+    if ledger != dict.fromkeys(range(c + 1), config.user_batch):
+        return (
+            f"its ledger accounts for {sum(ledger.values())} samples, "
+            f"expected {(c + 1) * config.user_batch} (users 0..{c} × {config.user_batch})"
+        )
+    for table, per_user in (("validation", 1), ("evals", config.num_tasks)):
+        if rows[table] != (c + 1) * per_user:
+            return f"{rows[table]} {table} rows, expected {(c + 1) * per_user}"
+    if len(reg.events("monitor")) != c + 1:
+        return f"{len(reg.events('monitor'))} monitor events, expected {c + 1}"
+    models = [m["version"] for m in reg.models()]
+    if not models or models != list(range(1, len(models) + 1)):
+        return f"model versions {models}, expected 1..V"
+    if not set(models) <= set(versions) or max(versions) > len(models) + 1:
+        return f"model rows v1..v{len(models)} do not match the weight files {versions}"
+    if sum(m["status"] == "deployed" for m in reg.models()) != 1:
+        return "not exactly one deployed model"
+    for key in ("users_since_retrain", "deployed_accuracy", "baseline_canary_accuracy"):
+        if reg.get_state(key) is None:
+            return f"its state lacks {key!r}"
+    return None
 
 
 def accuracy_matrix(loop: Loop) -> np.ndarray:

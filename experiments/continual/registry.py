@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
 
 STATUSES = ("candidate", "deployed", "retired", "rolled_back")
+TABLES = ("models", "runs", "users", "validation", "ledger", "events", "evals", "state")
+
+
+class RegistryDamagedError(ValueError):
+    """``registry.sqlite`` is unreadable or does not hold what the run's other files imply."""
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -80,6 +85,38 @@ class Registry:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, root: str | Path) -> Registry:
+        """The registry in ``root`` for resuming, checked before anything writes to it.
+
+        Raises :class:`RegistryDamagedError` if the file is missing or empty, fails SQLite's
+        ``PRAGMA quick_check`` (truncated, overwritten) or lacks one of :data:`TABLES`.
+        """
+        path = Path(root) / "registry.sqlite"
+        if not path.is_file() or path.stat().st_size == 0:
+            raise RegistryDamagedError(f"{path} is {'empty' if path.is_file() else 'missing'}")
+        try:
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as err:
+            raise RegistryDamagedError(f"{path} cannot be read: {err}") from None
+        if problems != ["ok"]:
+            raise RegistryDamagedError(f"{path} fails SQLite's quick_check: {problems[0]}")
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise RegistryDamagedError(f"{path} lacks the table(s) {', '.join(missing)}")
+        return cls(root)
+
+    def row_counts(self) -> dict[str, int]:
+        """The number of rows in each of :data:`TABLES`."""
+        return {t: self._query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in TABLES}
+
+    def ledger_by_user(self) -> dict[int, int]:
+        """Samples accounted for per user, whatever their disposition."""
+        rows = self._query("SELECT user, SUM(count) FROM ledger GROUP BY user ORDER BY user")
+        return {u: int(c) for u, c in rows}
 
     def close(self) -> None:
         self.conn.close()

@@ -27,8 +27,8 @@ import numpy as np
 
 from experiments import engine, report
 
-from . import metrics, trainer
-from .stream import apply_task, load_arrays, make_tasks
+from . import metrics, options, trainer
+from .stream import DATASETS, apply_task, load_arrays, make_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +71,20 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1)
 
     def __post_init__(self):
-        unknown = set(self.regimes) - set(REGIMES)
-        if unknown:
-            raise ValueError(f"unknown regimes {sorted(unknown)}; choose from {list(REGIMES)}")
-        bad = set(self.benchmarks) - {"permuted", "rotated", "split"}
-        if bad:
-            raise ValueError(f"unknown benchmarks {sorted(bad)}")
+        """Refuse a value no study can use, with an :class:`~.options.InvalidOption` naming
+        the field: known names, positive counts, at least one seed."""
+        options.names("dataset", (self.dataset,), DATASETS)
+        options.names("regimes", self.regimes, tuple(REGIMES))
+        options.names("benchmarks", self.benchmarks, ("permuted", "rotated", "split"))
+        for name in ("downsample", "num_tasks", "train_per_task", "eval_size", "epochs"):
+            options.count(name, getattr(self, name))
+        options.counts("widths", self.widths)
+        options.counts("seeds", self.seeds, minimum=0)
+        split_tasks = len(make_tasks("split", self.num_tasks, 0))  # one per pair of classes
+        if "split" in self.benchmarks and self.num_tasks > split_tasks:
+            raise options.InvalidOption(
+                "num_tasks", f"at most {split_tasks} with the split benchmark", self.num_tasks
+            )
 
 
 def run_sequence(arrays, tasks, regime: Regime, config: StudyConfig, seed: int, log_epoch):
