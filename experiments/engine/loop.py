@@ -278,13 +278,13 @@ def check_memory(make_model, make_tx, hparams, seed: int, num_members: int, epoc
     Raises:
       ValueError: the estimate exceeds :func:`machine_memory_bytes`, with both figures.
     """
-    first = {name: values[0] for name, values in hparams.items()}
+    first = {name: jnp.asarray(values[0]) for name, values in hparams.items()}
 
-    def member_state(key):
+    def member_state(key, hparams):  # traced hyperparameters: the factory checks none
         _, params, model_state = split_model(make_model(key))
-        return params, model_state, make_tx(**first).init(params)
+        return params, model_state, make_tx(**hparams).init(params)
 
-    shapes = jax.eval_shape(member_state, seed_keys(seed)[0])
+    shapes = jax.eval_shape(member_state, seed_keys(seed)[0], first)
     member_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
     needed = 3 * num_members * member_bytes + num_members * epochs * HISTORY_BYTES_PER_MEMBER_EPOCH
     available = machine_memory_bytes()

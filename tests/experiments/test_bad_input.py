@@ -297,8 +297,10 @@ def test_a_run_too_large_for_memory_is_refused_before_anything_is_allocated(
     built = []
     monkeypatch.setattr(loop, "init_population", lambda *a, **k: built.append(1))
     with pytest.raises(ValueError, match=r"^this run needs about [\d,.]+ GiB .* more than"):
-        engine.fit_population(_mlp, opt.sgd, {"learning_rate": [0.1] * rates}, range(seeds),
-                              _small(), engine.TrainConfig(epochs=epochs, batch_size=8))  # fmt: skip
+        engine.fit_population(
+            _mlp, opt.sgd, {"learning_rate": [0.1] * rates}, range(seeds), _small(),
+            engine.TrainConfig(epochs=epochs, batch_size=8),
+        )  # fmt: skip
     assert built == []
 
 
