@@ -13,6 +13,7 @@ import jax
 from experiments.continual.loop import LoopConfig, run_stream
 from experiments.continual.options import InvalidOption
 from experiments.continual.study import REGIMES, StudyConfig, run_study
+from experiments.report import RunFolderLock
 
 QUICK_LOOP = LoopConfig(max_drop=0.1)
 FULL_LOOP = LoopConfig(
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
             },
         )
         _enable_compilation_cache()
-        run_study(config, args.out)
+        with RunFolderLock(args.out):  # a second process on this folder is refused
+            run_study(config, args.out)
         print(f"study written to {args.out}/summary.md")
         return 0
     search = {}
@@ -153,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         **search,
     )
     _enable_compilation_cache()
-    report = run_stream(config, args.out, resume=args.resume)
+    with RunFolderLock(args.out):  # a second process on this folder is refused
+        report = run_stream(config, args.out, resume=args.resume)
     led = report["ledger"]
     print(
         f"ledger: {report['arrived']} arrived = {led.get('trained', 0)} trained + "

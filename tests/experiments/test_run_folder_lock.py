@@ -139,3 +139,25 @@ def test_a_directory_where_a_data_file_should_be_is_named_as_such(tmp_path, monk
         datasets.load("mnist", data_dir=tmp_path, download=False)
     message = str(error.value)
     assert f"{folder} is a directory, not a file" in message and "missing" not in message
+
+
+@pytest.mark.parametrize("study", [False, True])
+def test_continual_on_a_folder_in_use_exits_2_naming_the_pid(tmp_path, capsys, study):
+    """Item 13: two continual runs on one --out died with sqlite3.IntegrityError."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(out)
+        argv = ["continual", "--quick", "--tasks", "2", "--out", str(out)]
+        argv += ["--study", "optimizers"] if study else ["--users-per-task", "1"]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"is in use by PID {holder.pid}" in err and "\n" not in err
+        assert snapshot(out) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
