@@ -164,10 +164,21 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> dict:
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
+# Engine and data messages name keyword arguments; the command line has flags.
+FLAG_NAMES = {
+    "data_dir=": "--data-dir",
+    "resume with the original configuration": "--resume with the original options",
+}
+
+
 def one_line(err: Exception) -> str:
-    """The message of ``err`` on one line: line breaks (from a user's value, e.g. an
-    option holding a newline) are shown escaped, as ``\\n`` or ``\\x0c``."""
-    return "".join(repr(char)[1:-1] if char in LINE_BREAKS else char for char in str(err))
+    """The message of ``err`` for the command line: keyword names as the flags a user types
+    (:data:`FLAG_NAMES`, e.g. ``data_dir=`` -> ``--data-dir``), and on one line: line breaks
+    (from a user's value, e.g. an option holding a newline) shown escaped, as ``\\n``."""
+    message = str(err)
+    for keyword, flag in FLAG_NAMES.items():
+        message = message.replace(keyword, flag)
+    return "".join(repr(char)[1:-1] if char in LINE_BREAKS else char for char in message)
 
 
 def main(argv: list[str] | None = None) -> int:

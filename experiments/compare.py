@@ -71,11 +71,6 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints")
 # The settings that define a run's results: ``--resume`` must continue with the same ones.
 DEFINITION = ("dataset", "model", "model_options", "optimizers", "epochs", "batch_size", "seeds",
               "lr_grid_size", "validation", "on_non_finite")  # fmt: skip
-# Engine and data messages name keyword arguments; the command line has flags.
-FLAG_NAMES = {
-    "data_dir=": "--data-dir",
-    "resume with the original configuration": "--resume with the original options",
-}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -276,17 +271,6 @@ def check_run_folder(out: str | None, cfg: dict) -> bool:
             f"{'; '.join(differences)}; rerun with the saved options or choose a new --out folder"
         )
     return True
-
-
-def name_flags(err: Exception) -> Exception:
-    """``err`` with the engine's and data loader's keyword names replaced by the command
-    line's flags (:data:`FLAG_NAMES`), e.g. ``data_dir=`` -> ``--data-dir``."""
-    if len(err.args) == 1 and isinstance(err.args[0], str):
-        message = err.args[0]
-        for keyword, flag_name in FLAG_NAMES.items():
-            message = message.replace(keyword, flag_name)
-        err.args = (message,)
-    return err
 
 
 # --------------------------------------------------------------------------- measuring
@@ -495,11 +479,8 @@ def run(args: argparse.Namespace) -> int:
     existing run folder as it was. A new run writes ``config.json`` first (what
     ``--resume`` checks); a resumed run rewrites it only with the finished report.
     """
-    try:
-        with run_folder_lock(args.out):
-            return compare_and_report(args)
-    except (ValueError, OSError) as err:
-        raise name_flags(err)  # noqa: B904 (the same exception, flags named)
+    with run_folder_lock(args.out):
+        return compare_and_report(args)
 
 
 def run_folder_lock(out: str | None) -> contextlib.AbstractContextManager:

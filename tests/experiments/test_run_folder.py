@@ -165,11 +165,10 @@ def test_data_loader_messages_name_the_flag_not_the_keyword(tmp_path, capsys, mo
     assert not (tmp_path / "run").exists()
 
 
-def test_name_flags_rewrites_engine_keywords():
-    err = compare.name_flags(ValueError("x; resume with the original configuration or use another"))
-    assert str(err) == "x; --resume with the original options or use another"
-    errno_error = compare.name_flags(OSError(28, "No space left on device"))
-    assert errno_error.errno == 28  # an (errno, strerror) OSError is left as it is
+def test_engine_and_data_keywords_are_named_as_flags_on_the_command_line():
+    err = ValueError("x; resume with the original configuration or use another")
+    assert cli.one_line(err) == "x; --resume with the original options or use another"
+    assert cli.one_line(ValueError("set data_dir= to it\nthen")) == "set --data-dir to it\\nthen"
 
 
 def test_resume_may_change_what_does_not_change_the_results(run_folder, capsys):
