@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import models
 import optimizers as opt
 from experiments import cli, compare
+from tests.experiments.test_run_folder import snapshot
 
 TINY = ["compare", "--quick", "--optimizers", "sgd", "--epochs", "1", "--seeds", "1",
         "--lr-grid-size", "1"]  # fmt: skip
@@ -24,17 +25,6 @@ FUZZ = settings(
     deadline=5000,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every path under ``folder``: its mode and, for a file, its bytes."""
-    return {
-        str(path.relative_to(folder)): (
-            path.stat().st_mode,
-            path.read_bytes() if path.is_file() else None,
-        )
-        for path in sorted(folder.rglob("*"))
-    }
 
 
 def refused(capsys, argv: list[str]) -> str:

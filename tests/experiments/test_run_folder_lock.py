@@ -3,6 +3,7 @@ data cannot satisfy refused in one line (issue 10, items 13, 17 and 18)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,22 @@ HOLD_LOCK = (
 
 
 # --------------------------------------------------------------------------- the lock
+
+
+@contextlib.contextmanager
+def lock_held_by_a_child(out: Path):
+    """A child process holding the run-folder lock of ``out`` until it is SIGKILLed on exit
+    (so the kernel, not the holder, frees the lock)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
 
 
 def test_a_second_lock_is_refused_naming_the_holder_and_release_restores_the_folder(tmp_path):
@@ -63,21 +80,13 @@ def test_compare_on_a_folder_in_use_exits_2_naming_the_pid_then_runs_after_sigki
     """Item 13: a second process on one --out died with sqlite3.IntegrityError (continual) or
     mixed two runs (compare); it is refused, and the kernel frees the lock of a killed holder."""
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_a_child(out) as holder:
         before = snapshot(out)
         line = refused(capsys, [*SGD, "--out", str(out)], f"is in use by PID {holder.pid}")
         assert "another --out folder" in line
         assert snapshot(out) == before
         resume = [*SGD, "--out", str(out), "--resume"]
         refused(capsys, resume, f"is in use by PID {holder.pid}")
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        holder.stdout.close()
     assert (out / report.LOCK_NAME).exists()  # left behind by the killed holder
     assert cli.main([*SGD, "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["optimizers"] == ["sgd"]
@@ -145,11 +154,7 @@ def test_a_directory_where_a_data_file_should_be_is_named_as_such(tmp_path, monk
 def test_continual_on_a_folder_in_use_exits_2_naming_the_pid(tmp_path, capsys, study):
     """Item 13: two continual runs on one --out died with sqlite3.IntegrityError."""
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_a_child(out) as holder:
         before = snapshot(out)
         argv = ["continual", "--quick", "--tasks", "2", "--out", str(out)]
         argv += ["--study", "optimizers"] if study else ["--users-per-task", "1"]
@@ -157,7 +162,3 @@ def test_continual_on_a_folder_in_use_exits_2_naming_the_pid(tmp_path, capsys, s
         err = capsys.readouterr().err.strip()
         assert f"is in use by PID {holder.pid}" in err and "\n" not in err
         assert snapshot(out) == before
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        holder.stdout.close()
