@@ -109,22 +109,20 @@ class ElasticWeightConsolidation(Objective):
     strength: jax.Array
 
     def loss(self, model, batch, key):
-        logits = model(batch["x"], train=True, rngs=nnx.Rngs(dropout=key))
-        loss = _cross_entropy(logits, batch["y"]).mean()
+        loss, metrics = Classification().loss(model, batch, key)
         params = nnx.state(model, nnx.Param)
         penalty = sum(
             jnp.sum(f * (p - a) ** 2)
             for f, p, a in zip(*map(jax.tree.leaves, (self.fisher, params, self.anchor)),
                                strict=True)
         )  # fmt: skip
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
-        return loss + 0.5 * self.strength * penalty, {"accuracy": accuracy}
+        return loss + 0.5 * self.strength * penalty, metrics
 
     def metrics(self, model, batch):
         return Classification().metrics(model, batch)
 
     def check_data(self, model_outputs, batch, split):
-        check_labels(batch["y"], int(model_outputs(batch["x"][:1]).shape[-1]), split)
+        Classification().check_data(model_outputs, batch, split)
 
 
 class NegativeELBO(Objective):
