@@ -446,7 +446,7 @@ def fit_population(
                 lambda: population_epoch(graphdef, make_tx, config, single=single, skip=skip,
                                          mesh=mesh), (states, *args),
             )  # fmt: skip
-        evaluate, _ = (None, 0.0)
+        evaluate = None
         if evals:
             evaluate, _ = _compiled(
                 ("evaluate", graphdef, config.compute_dtype, single),
