@@ -26,8 +26,7 @@ import optax
 from flax import nnx
 
 import models
-import optimizers
-from experiments import engine
+from experiments import engine, tuning
 
 PyTree = Any
 
@@ -56,14 +55,9 @@ def weights_of(model: nnx.Module) -> Weights:
 
 @functools.cache
 def make_tx(name: str):
-    """``learning_rate -> optimizer`` from the project's registry (ValueError naming the valid
-    names if unknown); ONE object per name, so repeated fits reuse one compiled epoch."""
-    factory = optimizers.get_factory(name)
-
-    def make(learning_rate):
-        return factory(learning_rate=learning_rate)
-
-    return make
+    """``tuning.optimizer_factory(name)`` (ValueError naming the valid names if unknown);
+    ONE object per name, so repeated fits reuse one compiled epoch."""
+    return tuning.optimizer_factory(name)
 
 
 def train_config(num_train: int, batch_size: int, epochs: int) -> engine.TrainConfig:
