@@ -40,6 +40,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -148,31 +149,40 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _is_orphaned_read_callback(unraisable) -> bool:
+def _is_orphaned_read_callback(exc_value) -> bool:
     """A TensorStore read finishing after a failed restore closed Orbax's event loop."""
-    return (
-        isinstance(unraisable.exc_value, RuntimeError)
-        and str(unraisable.exc_value) == "Event loop is closed"
-    )
+    return isinstance(exc_value, RuntimeError) and str(exc_value) == "Event loop is closed"
 
 
 def _quiet_orphaned_read_callbacks() -> None:
     """Drop (only) the "Event loop is closed" reports of reads orphaned by a failed restore.
 
     When one array of a restore fails, Orbax closes its event loop while TensorStore still
-    completes the others; each completion then reports an unraisable RuntimeError. They
-    arrive late, from TensorStore's threads, so the filter stays installed (once).
+    completes the others; each completion then fails in ``call_soon_threadsafe``. The
+    failure arrives late, from TensorStore's threads, through whichever hook the calling
+    code reaches (``sys.unraisablehook``, ``sys.excepthook`` via ``PyErr_Print``, or
+    ``threading.excepthook``), so all three filter it and stay installed (once).
     """
-    previous = sys.unraisablehook
-    if getattr(previous, "_drops_orphaned_read_callbacks", False):
+    if getattr(sys.unraisablehook, "_drops_orphaned_read_callbacks", False):
         return
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+    previous_thread = threading.excepthook
 
-    def hook(unraisable):
-        if not _is_orphaned_read_callback(unraisable):
-            previous(unraisable)
+    def unraisable_hook(unraisable):
+        if not _is_orphaned_read_callback(unraisable.exc_value):
+            previous_unraisable(unraisable)
 
-    hook._drops_orphaned_read_callbacks = True
-    sys.unraisablehook = hook
+    def except_hook(exc_type, exc_value, exc_traceback):
+        if not _is_orphaned_read_callback(exc_value):
+            previous_except(exc_type, exc_value, exc_traceback)
+
+    def thread_hook(args):
+        if not _is_orphaned_read_callback(args.exc_value):
+            previous_thread(args)
+
+    unraisable_hook._drops_orphaned_read_callbacks = True
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+    threading.excepthook = thread_hook
 
 
 # --------------------------------------------------------------------------- files

@@ -37,16 +37,28 @@ from pathlib import Path
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "compare": ("experiments.compare", "train every optimizer on one dataset and compare them"),
-    "bench": ("experiments.bench.cli", "performance benchmarks: optimizer steps, memory, training"),
+    "compare": (
+        "optlab.experiments.compare",
+        "train every optimizer on one dataset and compare them",
+    ),
+    "bench": (
+        "optlab.experiments.bench.cli",
+        "performance benchmarks: optimizer steps, memory, training",
+    ),
     "continual": (
-        "experiments.continual.cli",
+        "optlab.experiments.continual.cli",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
-    "data": ("experiments.data.cli", "download and verify the datasets (digits, MNIST, CIFAR-10)"),
-    "study": ("experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
-    "adam-paper": ("experiments.papers.adam", "reproduce Kingma & Ba's Adam paper (Figs. 1-4)"),
-    "adadelta-paper": ("experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
+    "data": (
+        "optlab.experiments.data.cli",
+        "download and verify the datasets (digits, MNIST, CIFAR-10)",
+    ),
+    "study": ("optlab.experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
+    "adam-paper": (
+        "optlab.experiments.papers.adam",
+        "reproduce Kingma & Ba's Adam paper (Figs. 1-4)",
+    ),
+    "adadelta-paper": ("optlab.experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
 }
 
 

@@ -49,14 +49,13 @@ from types import SimpleNamespace
 
 import jax
 import numpy as np
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import data as datasets
+from optlab.experiments import engine, report, tuning
+from optlab.experiments.engine.objectives import check_labels
+from optlab.experiments.engine.splits import as_splits, check_finite
 from tqdm.auto import tqdm
-
-import models
-import optimizers as opt
-from experiments import data as datasets
-from experiments import engine, report, tuning
-from experiments.engine.objectives import check_labels
-from experiments.engine.splits import as_splits, check_finite
 
 COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
 EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")

@@ -25,9 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import optax
-
-import optimizers as opt
-from experiments import engine
+from optlab import optimizers as opt
+from optlab.experiments import engine
 
 LOWER_IS_BETTER = ("loss", "error")
 

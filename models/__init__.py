@@ -2,12 +2,12 @@
 ``model(x, train=True, rngs=nnx.Rngs(dropout=key))`` and returning logits ``(N, classes)``
 (the VAE differs: see `VAE`). Build them by name with `build`."""
 
-from models.cnn import CNN2C2D, VGG16, AdamPaperCNN
-from models.mlp import MLP, LogisticRegression
-from models.recurrent import RNNClassifier
-from models.registry import available, build, count_params, options
-from models.transformer import EncoderBlock, TransformerClassifier
-from models.vae import VAE
+from optlab.models.cnn import CNN2C2D, VGG16, AdamPaperCNN
+from optlab.models.mlp import MLP, LogisticRegression
+from optlab.models.recurrent import RNNClassifier
+from optlab.models.registry import available, build, count_params, options
+from optlab.models.transformer import EncoderBlock, TransformerClassifier
+from optlab.models.vae import VAE
 
 __all__ = [
     "MLP",

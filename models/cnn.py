@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import jax
 from flax import nnx
-
-from models._common import as_shape, check_input, pooled
-from models._conv import conv_general_dilated
+from optlab.models._common import as_shape, check_input, pooled
+from optlab.models._conv import conv_general_dilated
 
 
 def _image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:

@@ -7,9 +7,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 from flax import nnx
-
-from models._common import activation as get_activation
-from models._common import as_shape, check_input
+from optlab.models._common import activation as get_activation
+from optlab.models._common import as_shape, check_input
 
 
 class LogisticRegression(nnx.Module):

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-from models._common import as_shape, check_input
+from optlab.models._common import as_shape, check_input
 
 CELLS = {"lstm": nnx.LSTMCell, "gru": nnx.GRUCell}
 

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 
 import jax
 from flax import nnx
-
-from models.cnn import CNN2C2D, VGG16, AdamPaperCNN
-from models.mlp import MLP, LogisticRegression
-from models.recurrent import RNNClassifier
-from models.transformer import TransformerClassifier
-from models.vae import VAE
+from optlab.models.cnn import CNN2C2D, VGG16, AdamPaperCNN
+from optlab.models.mlp import MLP, LogisticRegression
+from optlab.models.recurrent import RNNClassifier
+from optlab.models.transformer import TransformerClassifier
+from optlab.models.vae import VAE
 
 # name -> (class, keyword arguments the name fixes)
 _REGISTRY: dict[str, tuple[type[nnx.Module], dict]] = {

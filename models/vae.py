@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-
-from models._common import as_shape, check_input
+from optlab.models._common import as_shape, check_input
 
 
 class VAE(nnx.Module):

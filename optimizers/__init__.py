@@ -4,14 +4,19 @@ Each family lives in one small module whose ``scale_by_*`` blocks hold the math;
 public factories chain a block with ``optax.scale_by_learning_rate`` the way Optax's
 aliases do, and match Optax 0.2.8 update for update.
 
-    import optimizers as opt
+    from optlab import optimizers as opt
     tx = opt.adam(1e-3)                  # or opt.get("adam", learning_rate=1e-3)
 """
 
-from optimizers.adabelief import adabelief, scale_by_belief
-from optimizers.adadelta import ScaleByAdaDeltaState, adadelta, adadelta_paper, scale_by_adadelta
-from optimizers.adagrad import ScaleByRssState, adagrad, adagrad_paper, scale_by_rss
-from optimizers.adam import (
+from optlab.optimizers.adabelief import adabelief, scale_by_belief
+from optlab.optimizers.adadelta import (
+    ScaleByAdaDeltaState,
+    adadelta,
+    adadelta_paper,
+    scale_by_adadelta,
+)
+from optlab.optimizers.adagrad import ScaleByRssState, adagrad, adagrad_paper, scale_by_rss
+from optlab.optimizers.adam import (
     ScaleByAdamState,
     ScaleByAmsgradState,
     ScaleByNadamState,
@@ -32,11 +37,11 @@ from optimizers.adam import (
     scale_by_nadam_paper,
     scale_by_radam,
 )
-from optimizers.lamb import lamb, scale_by_trust_ratio
-from optimizers.lion import ScaleByLionState, lion, scale_by_lion
-from optimizers.registry import OptimizerInfo, available, get, get_factory, info
-from optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
-from optimizers.sgd import (
+from optlab.optimizers.lamb import lamb, scale_by_trust_ratio
+from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
+from optlab.optimizers.registry import OptimizerInfo, available, get, get_factory, info
+from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
     heavy_ball,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-
-from optimizers import _checks
-from optimizers._common import abs_sq, debias
-from optimizers.adam import _first_moment_hat, _init_moments, _new_state
+from optlab.optimizers import _checks
+from optlab.optimizers._common import abs_sq, debias
+from optlab.optimizers.adam import _first_moment_hat, _init_moments, _new_state
 
 
 def scale_by_belief(

@@ -7,9 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from optimizers import _checks
-from optimizers._common import abs_sq
+from optlab.optimizers import _checks
+from optlab.optimizers._common import abs_sq
 
 
 class ScaleByAdaDeltaState(NamedTuple):

@@ -7,9 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-
-from optimizers import _checks
-from optimizers.adam import scale_by_adam
+from optlab.optimizers import _checks
+from optlab.optimizers.adam import scale_by_adam
 
 
 def scale_by_trust_ratio() -> optax.GradientTransformation:

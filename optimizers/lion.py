@@ -7,8 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from optimizers import _checks
+from optlab.optimizers import _checks
 
 
 class ScaleByLionState(NamedTuple):

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import optax
-
-from optimizers.adabelief import adabelief
-from optimizers.adadelta import adadelta, adadelta_paper
-from optimizers.adagrad import adagrad, adagrad_paper
-from optimizers.adam import (
+from optlab.optimizers.adabelief import adabelief
+from optlab.optimizers.adadelta import adadelta, adadelta_paper
+from optlab.optimizers.adagrad import adagrad, adagrad_paper
+from optlab.optimizers.adam import (
     adam,
     adam_efficient,
     adamax,
@@ -22,10 +21,10 @@ from optimizers.adam import (
     nadam,
     radam,
 )
-from optimizers.lamb import lamb
-from optimizers.lion import lion
-from optimizers.rmsprop import rmsprop
-from optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
+from optlab.optimizers.lamb import lamb
+from optlab.optimizers.lion import lion
+from optlab.optimizers.rmsprop import rmsprop
+from optlab.optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
 
 _KINGMA_BA = "Kingma & Ba, Adam: A Method for Stochastic Optimization, ICLR 2015"
 

@@ -7,10 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from optimizers import _checks
-from optimizers._common import abs_sq, debias
-from optimizers.sgd import scale_by_momentum
+from optlab.optimizers import _checks
+from optlab.optimizers._common import abs_sq, debias
+from optlab.optimizers.sgd import scale_by_momentum
 
 
 class ScaleByRmsState(NamedTuple):

@@ -6,8 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import optax
-
-from optimizers import _checks
+from optlab.optimizers import _checks
 
 
 class ScaleByMomentumState(NamedTuple):

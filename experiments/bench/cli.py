@@ -9,7 +9,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.report import atomic_write_text
+from optlab.experiments.report import atomic_write_text
 
 BENCHMARKS: dict[str, str] = {
     "step": "optimizer step (update + apply_updates) time: ours vs Optax",
@@ -30,11 +30,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         )
         bench_parser.add_argument("--out", type=pathlib.Path, help="write <benchmark>.json here")
         bench_parser.add_argument("--repeats", type=int, help="timed repeats per candidate")
-        importlib.import_module(f"experiments.bench.{name}").add_arguments(bench_parser)
+        importlib.import_module(f"optlab.experiments.bench.{name}").add_arguments(bench_parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"experiments.bench.{args.benchmark}")
+    module = importlib.import_module(f"optlab.experiments.bench.{args.benchmark}")
     result = module.measure(args)
     table = format_table(result["rows"])
     print(table)

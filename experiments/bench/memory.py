@@ -17,12 +17,11 @@ import functools
 import jax
 import optax
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments import engine
-from experiments.bench import roofline, step, timing
-from experiments.bench.cli import csv_list
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import engine
+from optlab.experiments.bench import roofline, step, timing
+from optlab.experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 INPUT_SHAPE = (28, 28, 1)

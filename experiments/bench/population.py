@@ -37,12 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments import engine
-from experiments.bench import timing
-from experiments.bench.train import BATCH_SIZE, load_data
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import engine
+from optlab.experiments.bench import timing
+from optlab.experiments.bench.train import BATCH_SIZE, load_data
 
 INPUT_SHAPE = (28, 28, 1)
 

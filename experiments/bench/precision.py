@@ -33,13 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments import data, engine
-from experiments.bench import roofline, step, timing
-from experiments.bench.cli import csv_list
-from experiments.bench.memory import state_bytes_per_param
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import data, engine
+from optlab.experiments.bench import roofline, step, timing
+from optlab.experiments.bench.cli import csv_list
+from optlab.experiments.bench.memory import state_bytes_per_param
 
 MU_DTYPES = ("float32", "bfloat16")
 DEFAULT_OPTIMIZERS = ("adam", "nadam", "adamw")

@@ -28,10 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-import optimizers as opt
-from experiments.bench import step, timing
-from experiments.bench.cli import csv_list
+from optlab import optimizers as opt
+from optlab.experiments.bench import step, timing
+from optlab.experiments.bench.cli import csv_list
 
 ELEMENT_BYTES = {
     "pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4,

@@ -17,11 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments.bench import timing
-from experiments.bench.cli import csv_list
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments.bench import timing
+from optlab.experiments.bench.cli import csv_list
 
 TREES = ("one", "many", "mlp", "vgg16")
 MANY_LEAVES = 200

@@ -16,8 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
-
-from experiments import report
+from optlab.experiments import report
 
 
 @dataclasses.dataclass(frozen=True)

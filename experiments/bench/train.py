@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments import data, engine
-from experiments.bench import timing
-from experiments.bench.cli import csv_list
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import data, engine
+from optlab.experiments.bench import timing
+from optlab.experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3

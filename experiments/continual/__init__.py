@@ -12,7 +12,7 @@ See docs/continual.md; :mod:`experiments.continual.cli` is the command line.
 
 from __future__ import annotations
 
-from experiments.continual.loop import LoopConfig, run_stream
-from experiments.continual.study import StudyConfig, run_study
+from optlab.experiments.continual.loop import LoopConfig, run_stream
+from optlab.experiments.continual.study import StudyConfig, run_study
 
 __all__ = ["LoopConfig", "StudyConfig", "run_stream", "run_study"]

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 import jax
-
-from experiments.continual.loop import LoopConfig, run_stream
-from experiments.continual.options import InvalidOption
-from experiments.continual.study import REGIMES, StudyConfig, run_study
-from experiments.report import RunFolderLock
+from optlab.experiments.continual.loop import LoopConfig, run_stream
+from optlab.experiments.continual.options import InvalidOption
+from optlab.experiments.continual.study import REGIMES, StudyConfig, run_study
+from optlab.experiments.report import RunFolderLock
 
 QUICK_LOOP = LoopConfig(max_drop=0.1)
 FULL_LOOP = LoopConfig(

@@ -40,11 +40,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
-import optimizers
-from experiments import engine, tuning
-from experiments.data import split_validation
-from experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
+from optlab import optimizers
+from optlab.experiments import engine, tuning
+from optlab.experiments.data import split_validation
+from optlab.experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
 
 from . import canary, metrics, monitoring, options, strategies, trainer, triggers, validation
 from .registry import Registry, RegistryDamagedError, load_npz, save_npz

@@ -13,8 +13,7 @@ and the drift test's smallest corrected p-value. Alerts:
 from __future__ import annotations
 
 import numpy as np
-
-from experiments import report
+from optlab.experiments import report
 
 
 def alerts(

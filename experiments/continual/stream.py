@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from optlab.experiments import data
 from scipy import ndimage
-
-from experiments import data
 
 PRESETS = ("styles", "permuted", "rotated", "split")
 DATASETS = ("digits", "mnist", "fashion_mnist")

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from experiments import engine, report
+from optlab.experiments import engine, report
 
 from . import metrics, options, trainer
 from .stream import DATASETS, apply_task, load_arrays, make_tasks

@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-
-import models
-from experiments import engine, tuning
+from optlab import models
+from optlab.experiments import engine, tuning
 
 PyTree = Any
 

@@ -8,10 +8,10 @@ and the one seeded, stratified way to hold out a validation set or take a subset
 See :mod:`experiments.data.loading` for where files are looked for and downloaded to.
 """
 
-from experiments.data.dataset import DataError, Dataset
-from experiments.data.loading import available, load, resolve_data_dir
-from experiments.data.split import split_validation, stratified_subset
-from experiments.data.synthetic import (
+from optlab.experiments.data.dataset import DataError, Dataset
+from optlab.experiments.data.loading import available, load, resolve_data_dir
+from optlab.experiments.data.split import split_validation, stratified_subset
+from optlab.experiments.data.synthetic import (
     add_label_noise,
     duplicate,
     ill_conditioned_quadratic,

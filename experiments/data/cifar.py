@@ -23,8 +23,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-
-from experiments.data.dataset import DataError
+from optlab.experiments.data.dataset import DataError
 
 IMAGE_SHAPE = (3, 32, 32)  # as stored: channels first
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

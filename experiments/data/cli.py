@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.data.dataset import DataError
-from experiments.data.loading import available, load, resolve_data_dir
+from optlab.experiments.data.dataset import DataError
+from optlab.experiments.data.loading import available, load, resolve_data_dir
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

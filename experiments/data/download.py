@@ -14,9 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from optlab.experiments.data.dataset import DataError, verify_file
 from tqdm.auto import tqdm
-
-from experiments.data.dataset import DataError, verify_file
 
 CHUNK_SIZE = 1 << 16
 USER_AGENT = "optlab/0.1 (Python urllib)"

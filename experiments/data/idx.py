@@ -18,8 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-
-from experiments.data.dataset import DataError
+from optlab.experiments.data.dataset import DataError
 
 # IDX dtype code -> big-endian NumPy dtype.
 DTYPES = {

@@ -14,14 +14,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from optlab.experiments.data import cifar, idx
+from optlab.experiments.data.dataset import DataError, Dataset, verify_file
+from optlab.experiments.data.download import NoNetworkError
+from optlab.experiments.data.download import download as download_file
+from optlab.experiments.data.registry import DATASETS, MNIST_FILES, DatasetSpec
+from optlab.experiments.data.split import split_validation
 from sklearn.datasets import load_digits
-
-from experiments.data import cifar, idx
-from experiments.data.dataset import DataError, Dataset, verify_file
-from experiments.data.download import NoNetworkError
-from experiments.data.download import download as download_file
-from experiments.data.registry import DATASETS, MNIST_FILES, DatasetSpec
-from experiments.data.split import split_validation
 
 ENV_VAR = "OPTLAB_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/optlab"

@@ -13,10 +13,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 import sklearn.datasets
+from optlab.experiments.data.dataset import Dataset
 from scipy.stats import special_ortho_group
 from sklearn.model_selection import train_test_split
-
-from experiments.data.dataset import Dataset
 
 
 def make_classification(

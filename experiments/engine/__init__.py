@@ -13,9 +13,9 @@ and evaluation), ``loop`` (the host loop: :func:`fit_population`, :func:`fit`),
 ``history`` (one history format), ``io`` (checkpoint I/O).
 """
 
-from experiments.engine.config import COMPUTE_DTYPES, NON_FINITE_POLICIES, TrainConfig
-from experiments.engine.history import EpochReport, History, metric_names
-from experiments.engine.loop import (
+from optlab.experiments.engine.config import COMPUTE_DTYPES, NON_FINITE_POLICIES, TrainConfig
+from optlab.experiments.engine.history import EpochReport, History, metric_names
+from optlab.experiments.engine.loop import (
     FitResult,
     NonFiniteError,
     PopulationResult,
@@ -24,15 +24,15 @@ from experiments.engine.loop import (
     fit_population,
     population_epoch,
 )
-from experiments.engine.objectives import (
+from optlab.experiments.engine.objectives import (
     Classification,
     ElasticWeightConsolidation,
     FunctionObjective,
     NegativeELBO,
     Objective,
 )
-from experiments.engine.splits import Splits, padded
-from experiments.engine.state import (
+from optlab.experiments.engine.splits import Splits, padded
+from optlab.experiments.engine.state import (
     TrainState,
     WarmStart,
     init_population,
@@ -41,7 +41,7 @@ from experiments.engine.state import (
     seed_keys,
     split_model,
 )
-from experiments.engine.step import make_epoch, make_evaluate, train_step
+from optlab.experiments.engine.step import make_epoch, make_evaluate, train_step
 
 __all__ = [
     "COMPUTE_DTYPES",

@@ -6,9 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from experiments import checkpoint
-from experiments.engine import splits as splits_lib
-from experiments.engine.config import TrainConfig
+from optlab.experiments import checkpoint
+from optlab.experiments.engine import splits as splits_lib
+from optlab.experiments.engine.config import TrainConfig
 
 
 def objective_fingerprint(objective) -> dict[str, Any]:

@@ -22,14 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-
-from experiments import parallel
-from experiments.engine import io
-from experiments.engine import splits as splits_lib
-from experiments.engine.config import TrainConfig, check_policy
-from experiments.engine.history import EpochReport, History
-from experiments.engine.objectives import as_objective
-from experiments.engine.state import (
+from optlab.experiments import parallel
+from optlab.experiments.engine import io
+from optlab.experiments.engine import splits as splits_lib
+from optlab.experiments.engine.config import TrainConfig, check_policy
+from optlab.experiments.engine.history import EpochReport, History
+from optlab.experiments.engine.objectives import as_objective
+from optlab.experiments.engine.state import (
     TrainState,
     WarmStart,
     init_population,
@@ -37,8 +36,8 @@ from experiments.engine.state import (
     seed_keys,
     split_model,
 )
-from experiments.engine.step import make_epoch, make_evaluate, state_finite
-from optimizers import finite
+from optlab.experiments.engine.step import make_epoch, make_evaluate, state_finite
+from optlab.optimizers import finite
 
 PyTree = Any
 

@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-
-from experiments import parallel
-from experiments.engine.splits import EvalData
-from experiments.engine.state import TrainState, split_model
+from optlab.experiments import parallel
+from optlab.experiments.engine.splits import EvalData
+from optlab.experiments.engine.state import TrainState, split_model
 
 PyTree = Any
 

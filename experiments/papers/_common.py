@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-import models
-from experiments import data as datasets
-from experiments import engine, report, schedules, tuning
-from experiments.papers._published import Above, PublishedTable, format_cell
+from optlab import models
+from optlab.experiments import data as datasets
+from optlab.experiments import engine, report, schedules, tuning
+from optlab.experiments.papers._published import Above, PublishedTable, format_cell
 
 TOLERANCE = 0.25  # relative deviation accepted as "reproduced"
 

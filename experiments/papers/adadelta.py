@@ -21,11 +21,10 @@ import argparse
 import dataclasses
 
 import numpy as np
-
-from experiments import report, tuning
-from experiments.papers import _common, _published
-from experiments.papers._common import Contender, Experiment, Size
-from experiments.papers.adam import apply_overrides, size_name
+from optlab.experiments import report, tuning
+from optlab.experiments.papers import _common, _published
+from optlab.experiments.papers._common import Contender, Experiment, Size
+from optlab.experiments.papers.adam import apply_overrides, size_name
 
 TABLE_EPOCH = 6
 RATES = (1e0, 1e-1, 1e-2, 1e-3, 1e-4)

@@ -30,12 +30,11 @@ import itertools
 
 import jax
 import numpy as np
-
-import models
-from experiments import engine, report, tuning
-from experiments.papers import _common, _published
-from experiments.papers._common import Contender, Experiment, Size
-from experiments.papers.bias_correction import adam_with_correction
+from optlab import models
+from optlab.experiments import engine, report, tuning
+from optlab.experiments.papers import _common, _published
+from optlab.experiments.papers._common import Contender, Experiment, Size
+from optlab.experiments.papers.bias_correction import adam_with_correction
 
 FIGURES = ("1", "2", "2b", "3", "4", "adamax")
 SIZES = ("full", "quick", "tiny")

@@ -14,31 +14,31 @@ SIZES = ("test", "quick", "cpu", "full")  # the training studies' sizes (``--siz
 # study name -> (module, one-line description)
 STUDIES: dict[str, tuple[str, str]] = {
     "surfaces": (
-        "experiments.studies.surfaces",
+        "optlab.experiments.studies.surfaces",
         "paths on Rosenbrock, Beale, a saddle and a ravine; momentum and learning rate sweep",
     ),
     "conditioning": (
-        "experiments.studies.conditioning",
+        "optlab.experiments.studies.conditioning",
         "ill-conditioned quadratic, axis-aligned vs rotated: do diagonal preconditioners win?",
     ),
     "noise-redundancy": (
-        "experiments.studies.noise_redundancy",
+        "optlab.experiments.studies.noise_redundancy",
         "label noise and duplicated data: convergence and train-test gap per optimizer",
     ),
     "batch-regimes": (
-        "experiments.studies.batch_regimes",
+        "optlab.experiments.studies.batch_regimes",
         "batch GD vs SGD vs mini-batches: loss against epochs and against wall time",
     ),
     "lr-sensitivity": (
-        "experiments.studies.lr_sensitivity",
+        "optlab.experiments.studies.lr_sensitivity",
         "final loss over a log learning-rate grid: is Adam less sensitive to tuning?",
     ),
     "generalisation": (
-        "experiments.studies.generalisation",
+        "optlab.experiments.studies.generalisation",
         "train-test gap of adaptive methods vs SGD with momentum on MNIST/Fashion-MNIST",
     ),
     "architectures": (
-        "experiments.studies.architectures",
+        "optlab.experiments.studies.architectures",
         "the optimizer comparison on VGG16, LSTM/GRU (sequential MNIST) and a Transformer",
     ),
 }

@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-import optimizers as opt
-from experiments import data, report
+from optlab import optimizers as opt
+from optlab.experiments import data, report
 
 Array = jax.Array
 MakeTx = Callable[..., optax.GradientTransformation]  # make_tx(**hparams), as tuning's

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import time
 
-import models
-from experiments import data, engine, report
-from experiments.studies import _common as common
-from experiments.studies import generalisation
+from optlab import models
+from optlab.experiments import data, engine, report
+from optlab.experiments.studies import _common as common
+from optlab.experiments.studies import generalisation
 
 STUDY = "architectures"
 # task -> (model name, dataset); "image" is CIFAR-10 when present, else Fashion-MNIST

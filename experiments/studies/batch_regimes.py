@@ -31,10 +31,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
-import models
-from experiments import engine, report, tuning
-from experiments.studies import _common as common
+from optlab import models
+from optlab.experiments import engine, report, tuning
+from optlab.experiments.studies import _common as common
 
 STUDY = "batch-regimes"
 FULL_BATCH = None  # engine.TrainConfig's "whole training set"

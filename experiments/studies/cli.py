@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from experiments.studies import SIZES, STUDIES, load
+from optlab.experiments.studies import SIZES, STUDIES, load
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

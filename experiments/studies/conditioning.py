@@ -31,9 +31,8 @@ import matplotlib
 import numpy as np
 import optax
 import scipy.stats
-
-from experiments import report, tuning
-from experiments.studies import _common as common
+from optlab.experiments import report, tuning
+from optlab.experiments.studies import _common as common
 
 DIAGONAL = ("adagrad", "rmsprop", "adam")  # per-coordinate step sizes
 ROTATION_INVARIANT = ("sgd", "momentum", "nesterov")

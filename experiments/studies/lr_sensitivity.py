@@ -27,10 +27,9 @@ import math
 import time
 
 import numpy as np
-
-import models
-from experiments import engine, report, tuning
-from experiments.studies import _common as common
+from optlab import models
+from optlab.experiments import engine, report, tuning
+from optlab.experiments.studies import _common as common
 
 TOLERANCE = 0.1
 STUDY = "lr-sensitivity"

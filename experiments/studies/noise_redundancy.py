@@ -28,10 +28,9 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-
-import models
-from experiments import data, engine, report, tuning
-from experiments.studies import _common as common
+from optlab import models
+from optlab.experiments import data, engine, report, tuning
+from optlab.experiments.studies import _common as common
 
 STUDY = "noise-redundancy"
 

@@ -35,9 +35,8 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-
-from experiments import report, tuning
-from experiments.studies import _common as common
+from optlab.experiments import report, tuning
+from optlab.experiments.studies import _common as common
 
 MOMENTA = (0.0, 0.5, 0.9, 0.99)
 RAVINE_CURVATURE = (1.0, 100.0)

@@ -10,8 +10,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-
-from experiments.data.registry import MNIST_FILES, DatasetSpec, FileSpec
+from optlab.experiments.data.registry import MNIST_FILES, DatasetSpec, FileSpec
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -22,12 +22,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from etils import epath
-
-import models
-import optimizers as opt
-from experiments import cli, compare, data, engine
-from experiments.data.synthetic import make_classification
-from experiments.engine import loop
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import cli, compare, data, engine
+from optlab.experiments.data.synthetic import make_classification
+from optlab.experiments.engine import loop
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -170,7 +169,7 @@ def test_a_checkpoint_folder_that_holds_checkpoints_needs_resume_before_compilin
 
 def _cli(*args, cwd=REPO):
     return subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
+        [sys.executable, "-m", "optlab.experiments", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -13,12 +13,11 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-
-import models
-import optimizers as opt
-from experiments import cli
-from experiments.bench import population, precision, roofline, step, timing, train
-from experiments.bench.memory import state_bytes_per_param
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import cli
+from optlab.experiments.bench import population, precision, roofline, step, timing, train
+from optlab.experiments.bench.memory import state_bytes_per_param
 
 N = 1000
 

@@ -23,11 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
-
-import models
-import optimizers as opt
-from experiments import engine
-from experiments.checkpoint import (
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import engine
+from optlab.experiments.checkpoint import (
     META,
     STATE,
     CheckpointConfig,
@@ -38,7 +37,7 @@ from experiments.checkpoint import (
     fingerprint,
     state_digest,
 )
-from experiments.data.synthetic import make_classification
+from optlab.experiments.data.synthetic import make_classification
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 6

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import cli, compare
 
-import models
-import optimizers as opt
-from experiments import cli, compare
 from tests.experiments.test_run_folder import snapshot
 
 TINY = ["compare", "--quick", "--optimizers", "sgd", "--epochs", "1", "--seeds", "1",

@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from experiments import cli, compare, report
+from optlab.experiments import cli, compare, report
 
 
 def test_compare_runs_end_to_end_and_writes_every_file(tmp_path, capsys):

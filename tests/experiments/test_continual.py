@@ -4,13 +4,19 @@ registry, strategies and training on the engine."""
 import jax
 import numpy as np
 import pytest
+from optlab.experiments import engine
+from optlab.experiments.continual import canary, metrics, strategies, trainer, triggers, validation
+from optlab.experiments.continual.loop import Loop, LoopConfig
+from optlab.experiments.continual.registry import Registry, save_npz
+from optlab.experiments.continual.stream import (
+    Stream,
+    Task,
+    apply_task,
+    corrupt,
+    load_arrays,
+    make_tasks,
+)
 from scipy import stats
-
-from experiments import engine
-from experiments.continual import canary, metrics, strategies, trainer, triggers, validation
-from experiments.continual.loop import Loop, LoopConfig
-from experiments.continual.registry import Registry, save_npz
-from experiments.continual.stream import Stream, Task, apply_task, corrupt, load_arrays, make_tasks
 
 
 @pytest.fixture(scope="module")

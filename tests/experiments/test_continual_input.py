@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from experiments.cli import main
-from experiments.continual import LoopConfig, StudyConfig
-from experiments.continual.options import InvalidOption
+from optlab.experiments.cli import main
+from optlab.experiments.continual import LoopConfig, StudyConfig
+from optlab.experiments.continual.options import InvalidOption
 
 REFUSED = [
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
@@ -85,7 +84,7 @@ def test_the_api_refuses_what_the_command_line_refuses(config, changes, field):
 
 def _optlab(out, *args, cache):
     env = {**os.environ, "OPTLAB_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "experiments", "continual", "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "optlab.experiments", "continual", "--out", str(out), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from experiments.continual import LoopConfig, StudyConfig, run_stream, run_study
-from experiments.continual.registry import Registry
+from optlab.experiments.continual import LoopConfig, StudyConfig, run_stream, run_study
+from optlab.experiments.continual.registry import Registry
 
 USERS, USER_BATCH = 10, 100
 ARGS = [
@@ -38,7 +37,7 @@ ARGS = [
 
 def _optlab(out, *extra, cache):
     env = {**os.environ, "OPTLAB_JAX_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "experiments", "continual", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "optlab.experiments", "continual", "--out", str(out), *extra]
     return subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

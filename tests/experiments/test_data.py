@@ -10,9 +10,9 @@ import urllib.request
 
 import numpy as np
 import pytest
+from optlab.experiments import cli, data
+from optlab.experiments.data import cifar, idx, loading, registry
 
-from experiments import cli, data
-from experiments.data import cifar, idx, loading, registry
 from tests.experiments.data_fixtures import (
     cifar_batch,
     cifar_pickle,

@@ -10,10 +10,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from optlab.experiments import data
+from optlab.experiments.data import loading, registry
+from optlab.experiments.data.download import NoNetworkError, download
 
-from experiments import data
-from experiments.data import loading, registry
-from experiments.data.download import NoNetworkError, download
 from tests.experiments.data_fixtures import write_tiny_mnist
 
 PAYLOAD = bytes(range(256)) * 64

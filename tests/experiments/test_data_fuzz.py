@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optlab.experiments.data import DataError, cifar, idx
 
-from experiments.data import DataError, cifar, idx
 from tests.experiments.data_fixtures import cifar_batch, cifar_pickle, idx_bytes
 
 FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

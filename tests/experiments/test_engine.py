@@ -18,13 +18,12 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import engine, schedules
+from optlab.experiments.checkpoint import CheckpointConfig, Checkpointer
+from optlab.experiments.engine import loop
 from sklearn.datasets import load_digits
-
-import models
-import optimizers as opt
-from experiments import engine, schedules
-from experiments.checkpoint import CheckpointConfig, Checkpointer
-from experiments.engine import loop
 
 
 class TinyMLP(nnx.Module):

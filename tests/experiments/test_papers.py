@@ -14,14 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-import optimizers as opt
-from experiments import cli, engine, report
-from experiments import data as datasets
-from experiments.data import loading
-from experiments.papers import _common, _published, adam
-from experiments.papers._published import Above
-from experiments.papers.bias_correction import adam_with_correction
+from optlab import optimizers as opt
+from optlab.experiments import cli, engine, report
+from optlab.experiments import data as datasets
+from optlab.experiments.data import loading
+from optlab.experiments.papers import _common, _published, adam
+from optlab.experiments.papers._published import Above
+from optlab.experiments.papers.bias_correction import adam_with_correction
 
 REPO = Path(__file__).resolve().parents[2]
 PAPERS_MD = REPO.parent / "shared" / "reference" / "papers.md"

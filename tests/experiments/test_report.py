@@ -14,8 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
-from experiments import report
+from optlab.experiments import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

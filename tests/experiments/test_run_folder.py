@@ -11,8 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from experiments import cli, compare, data
+from optlab.experiments import cli, compare, data
 
 TINY = ["compare", "--quick", "--epochs", "1", "--seeds", "1", "--lr-grid-size", "1"]
 SGD = [*TINY, "--optimizers", "sgd"]

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from optlab.experiments import cli, report
+from optlab.experiments import data as datasets
+from optlab.experiments.data import loading
 
-from experiments import cli, report
-from experiments import data as datasets
-from experiments.data import loading
 from tests.experiments.test_run_folder import SGD, refused, snapshot
 
 REPO = Path(__file__).resolve().parents[2]

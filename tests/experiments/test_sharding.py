@@ -24,8 +24,8 @@ SCRIPT = textwrap.dedent(
     import json
     import jax, jax.numpy as jnp, numpy as np, optax
     from flax import nnx
-    from experiments import engine, parallel
-    from experiments.data.synthetic import make_classification
+    from optlab.experiments import engine, parallel
+    from optlab.experiments.data.synthetic import make_classification
 
     SEEN = []  # shardings of the minibatch entering the model, seen while compiling
 

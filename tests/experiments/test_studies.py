@@ -8,10 +8,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-
-from experiments import cli, data, report
-from experiments.studies import STUDIES, conditioning, surfaces
-from experiments.studies import _common as common
+from optlab.experiments import cli, data, report
+from optlab.experiments.studies import STUDIES, conditioning, surfaces
+from optlab.experiments.studies import _common as common
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,7 @@ def test_unknown_study_lists_the_valid_ones(capsys):
 # ----------------------------------------------------------------------------- training studies
 # The studies that train networks run at their internal "test" size (smaller than --quick).
 
-from experiments.studies import (  # noqa: E402
+from optlab.experiments.studies import (  # noqa: E402
     architectures,
     batch_regimes,
     generalisation,

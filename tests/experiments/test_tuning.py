@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import models
-import optimizers as opt
-from experiments import data, engine, tuning
+from optlab import models
+from optlab import optimizers as opt
+from optlab.experiments import data, engine, tuning
 
 # --------------------------------------------------------------------------- grids
 

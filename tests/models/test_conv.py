@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-
-import models
-from models._conv import NHWC, conv_general_dilated
+from optlab import models
+from optlab.models._conv import NHWC, conv_general_dilated
 
 CASES = [
     ((2, 9, 7, 3), (5, 5, 3, 4), "SAME"),

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-import models
+from optlab import models
 
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 

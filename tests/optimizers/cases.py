@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-import optimizers as opt
+from optlab import optimizers as opt
 
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (5, 3), "tensor": (2, 3, 4, 2)}
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optlab import optimizers as opt
 
-import optimizers as opt
 from tests.optimizers.cases import DEFAULT_CASES, assert_states_match, make_problem, trajectories
 
 COURSE = ["sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"]

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import optimizers as opt
+from optlab import optimizers as opt
 
 
 def run(tx, grads, params=None):

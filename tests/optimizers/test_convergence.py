@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-
-import optimizers as opt
+from optlab import optimizers as opt
 
 STEPS = 10_000
 

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import optimizers as opt
-from optimizers.finite import SkipNonFiniteState, all_finite, skip_non_finite
+from optlab import optimizers as opt
+from optlab.optimizers.finite import SkipNonFiniteState, all_finite, skip_non_finite
 
 NAN, INF = float("nan"), float("inf")
 

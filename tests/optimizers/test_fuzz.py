@@ -18,8 +18,8 @@ import numpy as np
 import optax
 import pytest
 from hypothesis import HealthCheck, given, settings
+from optlab import optimizers as opt
 
-import optimizers as opt
 from tests.optimizers.cases import CASES, assert_states_match
 
 settings.register_profile(

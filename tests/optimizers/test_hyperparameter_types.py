@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import optimizers as opt
+from optlab import optimizers as opt
 
 
 @pytest.mark.parametrize("value", ["0.001", "abc", True, b"1", object()])

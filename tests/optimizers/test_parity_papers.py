@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from optlab import optimizers as opt
 
-import optimizers as opt
 from tests.optimizers.cases import make_problem, trajectories
 
 STEPS = 50
