@@ -113,6 +113,18 @@ def test_verdict_follows_the_numbers():
     assert answer is True and text.startswith("**Verdict: Yes**")
     no_win = {"sgd": S(inf, 1.0), "momentum": S(30, 0.0), "adam": S(25, 0.0)}
     assert conditioning.verdict({"aligned": no_win, "rotated": slow_diagonal})[0] is False
+    # Neither momentum method reaches the tolerance in either frame: both edges are +inf.
+    never_invariant = {"sgd": S(inf, 1.0), "momentum": S(inf, 0.5), "nesterov": S(inf, 0.4)}
+    answer, text = conditioning.verdict(
+        {
+            "aligned": {**never_invariant, "adagrad": S(9, 0.0), "adam": S(40, 0.0)},
+            "rotated": {**never_invariant, "adagrad": S(194, 0.0), "adam": S(inf, 1e-3)},
+        }
+    )
+    assert answer is False and text.startswith("**Verdict: not measured**")
+    assert "no rotation-invariant method (sgd, momentum, nesterov) reached the tolerance" in text
+    assert "adagrad reached it in 9 steps aligned and 194 rotated" in text
+    assert f"{math.log10(194 / 9):+.2f} decades" in text and "shrink to +inf" not in text
     # Nobody reaches the tolerance: final losses decide.
     unreached = {"sgd": S(inf, 1.0), "momentum": S(inf, 0.5), "adam": S(inf, 1e-3)}
     assert conditioning.edge(unreached["adam"], unreached["momentum"]) == (
