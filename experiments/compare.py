@@ -80,7 +80,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizers",
         default=None,
-        help="comma-separated names (default: the course set and the extended family)",
+        help="comma-separated registry names or MODULE:FACTORY of your own (default: the "
+        "course set and the extended family)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="default 20 (--quick: 4)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -128,17 +129,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_optimizers(spec: str | None) -> list[str]:
-    """The optimizers to compare: ``spec`` (comma-separated) or every default one registered."""
-    known = opt.available()
+    """The optimizers to compare: ``spec`` (comma-separated registry names or
+    ``MODULE:FACTORY`` specs, :func:`optimizers.resolve`) or every default one registered."""
     if spec is None:
+        known = opt.available()
         return [name for name in (*COURSE, *EXTENDED) if name in known]
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if not names:
-        raise ValueError(f"--optimizers is empty; give names from {', '.join(known)}")
-    if unknown:
-        raise ValueError(f"unknown optimizer(s) {', '.join(unknown)}; valid: {', '.join(known)}")
-    return list(dict.fromkeys(names))
+    return opt.resolve(name.strip() for name in spec.split(",") if name.strip())
 
 
 def resolve_model(name: str) -> str:

@@ -39,7 +39,16 @@ from optlab.optimizers.adam import (
 )
 from optlab.optimizers.lamb import lamb, scale_by_trust_ratio
 from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
-from optlab.optimizers.registry import OptimizerInfo, available, get, get_factory, info
+from optlab.optimizers.registry import (
+    OptimizerInfo,
+    available,
+    get,
+    get_factory,
+    info,
+    load_factory,
+    register,
+    resolve,
+)
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
@@ -80,6 +89,9 @@ __all__ = [
     "get_factory",
     "heavy_ball",
     "info",
+    "load_factory",
+    "register",
+    "resolve",
     "lamb",
     "lion",
     "nadam",

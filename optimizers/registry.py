@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 from optlab.optimizers.adabelief import adabelief
 from optlab.optimizers.adadelta import adadelta, adadelta_paper
@@ -101,6 +107,121 @@ def _defaults(factory: Callable) -> dict[str, Any]:
         for name, p in inspect.signature(factory).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
+
+
+def state_buffers(factory: Callable[..., optax.GradientTransformation], learning_rate) -> int:
+    """How many parameter-sized buffers ``factory(learning_rate)``'s state holds, counted on
+    a probe parameter of a shape no scalar counter has."""
+    probe = jnp.zeros((7, 3))
+    state = factory(learning_rate=learning_rate).init({"w": probe})
+    return sum(jnp.shape(leaf) == probe.shape for leaf in jax.tree.leaves(state))
+
+
+def register(
+    name: str,
+    factory: Callable[..., optax.GradientTransformation],
+    *,
+    suggested_learning_rate: float = 1e-3,
+    family: str = "custom",
+    reference: str = "registered by the user",
+    state_per_param: int | None = None,
+) -> OptimizerInfo:
+    """Add a researcher's optimizer to the registry, so every experiment can use it by name.
+
+    ``factory(learning_rate, **hyperparameters)`` returns an ``optax.GradientTransformation``
+    (build it from our ``scale_by_*`` blocks and ``optax.chain``). ``state_per_param``, when
+    not given, is counted from the state ``factory`` initialises (:func:`state_buffers`).
+
+    Raises:
+      ValueError: ``name`` is taken or not a plain name, ``factory`` is not callable or has
+        no ``learning_rate`` argument, or ``suggested_learning_rate`` is not positive.
+    """
+    if not isinstance(name, str) or not name.replace("_", "a").replace("-", "a").isalnum():
+        raise ValueError(f"optimizer name must be letters, digits, '_' or '-', got {name!r}")
+    if name in _TABLE:
+        raise ValueError(f"optimizer {name!r} is already registered; choose another name")
+    if not callable(factory):
+        raise ValueError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
+    if "learning_rate" not in inspect.signature(factory).parameters:
+        raise ValueError(f"factory for {name!r} must take a learning_rate argument")
+    if not suggested_learning_rate > 0:
+        raise ValueError(
+            f"suggested_learning_rate must be positive, got {suggested_learning_rate!r}"
+        )
+    if state_per_param is None:
+        state_per_param = state_buffers(factory, suggested_learning_rate)
+    _TABLE[name] = (factory, state_per_param, suggested_learning_rate, family, reference)
+    return info(name)
+
+
+def load_factory(spec: str) -> tuple[str, Callable[..., optax.GradientTransformation]]:
+    """``(name, factory)`` from ``"module:factory"`` or ``"path/to/file.py:factory"``.
+
+    A module is imported the way ``python -m`` would find it: from the current folder
+    first, then ``sys.path``. The name is the factory's attribute name.
+
+    Raises:
+      ValueError: the spec is malformed, the module cannot be imported or lacks the factory.
+    """
+    module_name, _, attribute = spec.rpartition(":")
+    if not module_name or not attribute.isidentifier():
+        raise ValueError(f"optimizer {spec!r}: expected a name or MODULE:FACTORY")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if loader_spec is None or not path.is_file():
+                raise ImportError(f"no file {path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except (ImportError, SyntaxError) as err:
+        raise ValueError(f"optimizer {spec!r}: cannot import {module_name}: {err}") from None
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise ValueError(f"optimizer {spec!r}: {module_name} has no {attribute!r}")
+    return attribute, factory
+
+
+def same_definition(a: Callable, b: Callable) -> bool:
+    """Whether ``a`` and ``b`` are one definition (same qualified name in the same source
+    file), e.g. a ``path.py:FACTORY`` spec imported twice."""
+
+    def where(f):
+        try:
+            return getattr(f, "__qualname__", None), Path(inspect.getsourcefile(f)).resolve()
+        except TypeError:  # a builtin or a C extension: only the same object is the same
+            return id(f), None
+
+    return a is b or where(a) == where(b)
+
+
+def resolve(names: Iterable[str]) -> list[str]:
+    """Registry names for ``names``: each one registered, or a ``MODULE:FACTORY`` spec whose
+    factory is imported and registered under its attribute name (:func:`load_factory`).
+    Repeats are dropped, order kept.
+
+    Raises:
+      ValueError: no names, or an unknown name (listing the valid ones), or a bad spec.
+    """
+    resolved = []
+    for item in names:
+        if ":" in item:
+            name, factory = load_factory(item)
+            if name in _TABLE and same_definition(_TABLE[name][0], factory):
+                _TABLE[name] = (factory, *_TABLE[name][1:])  # the same spec loaded again
+            else:
+                register(name, factory)
+            resolved.append(name)
+        else:
+            _entry(item)
+            resolved.append(item)
+    if not resolved:
+        raise ValueError(f"no optimizer given; valid names: {', '.join(available())}")
+    return list(dict.fromkeys(resolved))
 
 
 def available() -> list[str]:

@@ -117,18 +117,28 @@ def ours(name: str, learning_rate: float = 1e-3) -> optax.GradientTransformation
 
 
 def optimizer_names(requested: list[str] | None, need_counterpart: bool) -> list[str]:
-    available = opt.available()
-    names = requested or available
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ValueError(f"unknown optimizer(s) {unknown}; available: {', '.join(available)}")
-    if need_counterpart:
-        names = [n for n in names if n in OPTAX_COUNTERPARTS]
-    return names
+    """``requested`` (registry names or ``MODULE:FACTORY`` specs, :func:`optimizers.resolve`),
+    or every registered one; without a request and with ``need_counterpart``, only those
+    Optax has."""
+    if requested:
+        return opt.resolve(requested)
+    names = opt.available()
+    return [n for n in names if n in OPTAX_COUNTERPARTS] if need_counterpart else names
+
+
+def optax_reference(name: str) -> str:
+    """The Optax optimizer ``name`` is timed against: its counterpart, else Optax's Adam
+    (a researcher's own optimizer, a paper form), the common baseline."""
+    return name if name in OPTAX_COUNTERPARTS else "adam"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimizers", type=csv_list, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--optimizers",
+        type=csv_list,
+        help="comma-separated registry names or MODULE:FACTORY (default: all with an Optax "
+        "counterpart)",
+    )
     parser.add_argument("--trees", type=csv_list, help=f"from {','.join(TREES)}")
     parser.add_argument("--dtypes", type=csv_list, default=["float32", "bfloat16"])
     parser.add_argument("--size", type=float, help="parameters of the one/many trees (10e6)")
@@ -149,13 +159,16 @@ def measure(args: argparse.Namespace) -> dict:
                 times = timing.interleaved(
                     {
                         "ours": stepper(ours(name), params, grads),
-                        "optax": stepper(OPTAX_COUNTERPARTS[name](1e-3), params, grads),
+                        "optax": stepper(
+                            OPTAX_COUNTERPARTS[optax_reference(name)](1e-3), params, grads
+                        ),
                     },
                     repeats=repeats,
                 )
                 rows.append(
                     {
                         "optimizer": name,
+                        "optax_reference": optax_reference(name),
                         "tree": tree,
                         "leaves": len(shapes),
                         "params": count_params(params),

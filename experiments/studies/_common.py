@@ -16,7 +16,7 @@ share one compilation.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,14 +33,21 @@ COURSE_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adade
 QUICK_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
 
-def optimizer_names(quick: bool) -> list[str]:
-    """The optimizers a study compares, restricted to those the registry has."""
+def optimizer_names(quick: bool, extra: Sequence[str] = ()) -> list[str]:
+    """The optimizers a study compares: its own set, then ``extra`` (:func:`with_extra`)."""
     wanted = QUICK_OPTIMIZERS if quick else COURSE_OPTIMIZERS
     available = set(opt.available())
     missing = [name for name in wanted if name not in available]
     if missing:
         raise ValueError(f"optimizers {missing} are not in the registry: {sorted(available)}")
-    return list(wanted)
+    return with_extra(wanted, extra)
+
+
+def with_extra(names: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """``names`` followed by ``extra`` (registry names or ``MODULE:FACTORY`` specs of a
+    researcher's own optimizers, :func:`optimizers.resolve`), repeats dropped: a study's
+    verdicts are about its own set, so ``--optimizers`` adds to it and never replaces it."""
+    return list(dict.fromkeys([*names, *(opt.resolve(extra) if extra else ())]))
 
 
 def make_simulator(
@@ -225,8 +232,11 @@ def seed_list(seeds: int | None, default: int) -> list[int]:
     return list(range(count))
 
 
-def pick_size(sizes: dict[str, dict], size: str | None, quick: bool) -> tuple[str, dict]:
-    """``(name, settings)`` of a training study's size: ``size`` if given, else quick or full.
+def pick_size(
+    sizes: dict[str, dict], size: str | None, quick: bool, extra: Sequence[str] = ()
+) -> tuple[str, dict]:
+    """``(name, settings)`` of a training study's size: ``size`` if given, else quick or full;
+    ``extra`` optimizers are added to its ``"optimizers"`` (:func:`with_extra`).
 
     Raises:
       ValueError: ``size`` is not one of the study's sizes.
@@ -234,4 +244,6 @@ def pick_size(sizes: dict[str, dict], size: str | None, quick: bool) -> tuple[st
     name = size or ("quick" if quick else "full")
     if name not in sizes:
         raise ValueError(f"unknown size {name!r}; valid sizes: {', '.join(sizes)}")
-    return name, dict(sizes[name])
+    settings = dict(sizes[name])
+    settings["optimizers"] = with_extra(settings["optimizers"], extra)
+    return name, settings

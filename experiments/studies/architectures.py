@@ -30,6 +30,7 @@ about 1.5–2 hours, estimate; VGG16 is most of it).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from optlab import models
 from optlab.experiments import data, engine, report
@@ -93,11 +94,17 @@ def image_dataset() -> str:
     return "cifar10"
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:
+def run(
+    out=None,
+    quick: bool = False,
+    seeds: int | None = None,
+    size: str | None = None,
+    optimizers: Sequence[str] = (),
+) -> dict:
     """Run the study and write the run folder; ``size`` (test, quick, cpu, full) overrides
-    ``quick``."""
+    ``quick``; ``optimizers`` are added to the study's own set."""
     started = time.perf_counter()
-    size_name, cfg = common.pick_size(SIZES, size, quick)
+    size_name, cfg = common.pick_size(SIZES, size, quick, optimizers)
     cfg["study"] = STUDY
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     config = engine.TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], eval_train=True)

@@ -29,6 +29,7 @@ GPU: about 20 minutes, estimate; B = 1 is 48 000 sequential steps per epoch).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from optlab import models
@@ -128,11 +129,17 @@ def answer(results: dict[str, dict[str, dict]]) -> str:
     return " ".join(parts)
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:
+def run(
+    out=None,
+    quick: bool = False,
+    seeds: int | None = None,
+    size: str | None = None,
+    optimizers: Sequence[str] = (),
+) -> dict:
     """Run the study and write the run folder; ``size`` (test, quick, cpu, full) overrides
-    ``quick``."""
+    ``quick``; ``optimizers`` are added to the study's own set."""
     started = time.perf_counter()
-    size_name, cfg = common.pick_size(SIZES, size, quick)
+    size_name, cfg = common.pick_size(SIZES, size, quick, optimizers)
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     splits = common.load_splits(cfg["dataset"], num_train=cfg.get("subset"))
     num_train = len(splits.y_train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
+from optlab import optimizers as opt
 from optlab.experiments.studies import SIZES, STUDIES, load
 
 
@@ -17,6 +18,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (tests, laptops)")
     parser.add_argument("--out", default=None, help="run folder (default runs/study-NAME-<time>)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for the noisy runs")
+    parser.add_argument(
+        "--optimizers",
+        default=None,
+        help="comma-separated registry names or MODULE:FACTORY of your own, added to the "
+        "study's set (its verdicts are about its own set)",
+    )
     parser.add_argument(
         "--size",
         choices=SIZES,
@@ -35,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         if "size" not in inspect.signature(module.run).parameters:
             raise ValueError(f"study {args.name!r} has no --size; use --quick or nothing")
         sized = {"size": args.size}
+    if args.optimizers is not None:
+        extra = [name.strip() for name in args.optimizers.split(",") if name.strip()]
+        if "optimizers" not in inspect.signature(module.run).parameters:
+            raise ValueError(f"study {args.name!r} does not compare optimizers; drop --optimizers")
+        sized["optimizers"] = opt.resolve(extra)
     result = module.run(out=args.out, quick=args.quick, seeds=args.seeds, **sized)
     print(f"optlab study {args.name}: wrote {result['folder']}")
     return 0

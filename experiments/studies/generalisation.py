@@ -23,6 +23,7 @@ epochs, batch 128, 5 rates, 3 seeds (expected on one GPU: about 30 minutes, esti
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from optlab import models
@@ -175,11 +176,17 @@ def plot_tasks(run_dir, by_task: dict[str, dict[str, dict]], prefix: str = "") -
     return names
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:
+def run(
+    out=None,
+    quick: bool = False,
+    seeds: int | None = None,
+    size: str | None = None,
+    optimizers: Sequence[str] = (),
+) -> dict:
     """Run the study and write the run folder; ``size`` (test, quick, cpu, full) overrides
-    ``quick``."""
+    ``quick``; ``optimizers`` are added to the study's own set."""
     started = time.perf_counter()
-    size_name, cfg = common.pick_size(SIZES, size, quick)
+    size_name, cfg = common.pick_size(SIZES, size, quick, optimizers)
     cfg["study"] = STUDY
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     config = engine.TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], eval_train=True)

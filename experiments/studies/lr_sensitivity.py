@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from optlab import models
@@ -164,11 +165,17 @@ def plot(path, rates, finals: dict[str, np.ndarray], widths: dict[str, dict], ti
     report.save_figure(figure, path, dpi=90)
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:
+def run(
+    out=None,
+    quick: bool = False,
+    seeds: int | None = None,
+    size: str | None = None,
+    optimizers: Sequence[str] = (),
+) -> dict:
     """Run the study and write the run folder; ``size`` (test, quick, cpu, full) overrides
-    ``quick``."""
+    ``quick``; ``optimizers`` are added to the study's own set."""
     started = time.perf_counter()
-    size_name, cfg = common.pick_size(SIZES, size, quick)
+    size_name, cfg = common.pick_size(SIZES, size, quick, optimizers)
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     splits = common.load_splits(cfg["dataset"], num_train=cfg["num_train"])
     decades = math.log10(cfg["high"] / cfg["low"])

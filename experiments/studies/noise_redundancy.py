@@ -25,6 +25,7 @@ estimate; 35 populations, most of the time compilation).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -214,11 +215,17 @@ def plot_gaps(path, results, names, labels):
     report.save_figure(figure, path, dpi=90)
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None, size: str | None = None) -> dict:
+def run(
+    out=None,
+    quick: bool = False,
+    seeds: int | None = None,
+    size: str | None = None,
+    optimizers: Sequence[str] = (),
+) -> dict:
     """Run the study and write the run folder; ``size`` (test, quick, cpu, full) overrides
-    ``quick``."""
+    ``quick``; ``optimizers`` are added to the study's own set."""
     started = time.perf_counter()
-    size_name, cfg = common.pick_size(SIZES, size, quick)
+    size_name, cfg = common.pick_size(SIZES, size, quick, optimizers)
     seed_ids = common.seed_list(seeds, cfg["seeds"])
     cases = settings(cfg)
     splits = whole_batches(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -348,11 +348,13 @@ def plot_sweep_paths(sweep: dict):
 # ----------------------------------------------------------------------------- run
 
 
-def run(out=None, quick: bool = False, seeds: int | None = None) -> dict:
+def run(
+    out=None, quick: bool = False, seeds: int | None = None, optimizers: Sequence[str] = ()
+) -> dict:
     """Run the whole study and write the run folder; returns the numbers for callers."""
     started = time.perf_counter()
     size = sizes(quick, seeds)
-    names = common.optimizer_names(quick)
+    names = common.optimizer_names(quick, optimizers)
     rates = tuning.log_range(1e-5, 3.0, size["num_rates"])
     run_dir = report.make_run_dir(out, "study-surfaces")
     report.write_config(

@@ -13,9 +13,9 @@ ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 MARKER = "<!-- tested: tests/experiments/test_docs_examples.py -->"
 
 
-def marked_examples(path: Path) -> list[str]:
-    """The code of every ```python block that directly follows :data:`MARKER` in ``path``."""
-    pattern = re.escape(MARKER) + r"\n```python\n(.*?)\n```"
+def marked_examples(path: Path, marker: str = MARKER) -> list[str]:
+    """The code of every ```python block that directly follows ``marker`` in ``path``."""
+    pattern = re.escape(marker) + r"\n```python\n(.*?)\n```"
     return re.findall(pattern, path.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 
