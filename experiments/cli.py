@@ -49,10 +49,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "optlab.experiments.continual.cli",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
-    "serve": (
-        "optlab.experiments.serve.cli",
-        "serve a continual run over HTTP: predictions, feedback, staged canary rollout",
-    ),
     "data": (
         "optlab.experiments.data.cli",
         "download and verify the datasets (digits, MNIST, CIFAR-10)",
@@ -67,10 +63,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "reproduce Kingma & Ba's Adam paper (Figs. 1-4)",
     ),
     "adadelta-paper": ("optlab.experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
-    "launch": (
-        "optlab.experiments.launch",
-        "run an optlab command as one process of a multi-process (multi-host) JAX job",
-    ),
 }
 
 
