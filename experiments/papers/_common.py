@@ -13,7 +13,11 @@ momentum grid, model options):
 Then print and save the paper's numbers beside ours (a table at the paper's x values),
 plot both (paper: markers; ours: lines with a ±std band) and give a verdict per curve:
 "reproduced" when every comparable point is within ``tolerance`` (relative) of the paper's,
-otherwise "differs" with the likely reasons (the run's departures from the paper's setup).
+otherwise "differs" with the likely reasons. Each way the run departs from the paper's set-up
+is a :class:`Departure` that declares the epochs, metrics and curves it can change; a
+deviation names only the departures that can change its epoch, metric and curve. A run
+smaller than the paper's (a subset of the data, fewer epochs, a reduced model, a substitute
+dataset) says "indicative only" in every verdict line.
 """
 
 from __future__ import annotations
@@ -33,6 +37,87 @@ from optlab.experiments import engine, report, schedules, tuning
 from optlab.experiments.papers._published import Above, PublishedTable, format_cell
 
 TOLERANCE = 0.25  # relative deviation accepted as "reproduced"
+INDICATIVE = "indicative only"  # in every verdict line of a run smaller than the paper's
+# Schedules whose value at step t depends on the run's length (total steps): for the others
+# a shorter run is, step for step, the first part of the longer one.
+RUN_LENGTH_SCHEDULES = frozenset({"cosine"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Departure:
+    """One way a run departs from the paper's set-up, and what it can change.
+
+    Attributes:
+      text: the departure in words (named as a likely reason for a deviation).
+      from_epoch: the first epoch whose values it can change (``math.inf``: none).
+      metrics: the metrics it can change (None: every metric).
+      curves: the curves it concerns (None: every curve).
+      indicative: the run is smaller than, or not the same problem as, the paper's (a subset
+        of the data, fewer epochs, a reduced model, a substitute dataset): a verdict on it is
+        indicative only.
+    """
+
+    text: str
+    from_epoch: float = 1
+    metrics: frozenset[str] | None = None
+    curves: frozenset[str] | None = None
+    indicative: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready dict (sets as sorted lists, "never" for an infinite ``from_epoch``)."""
+        return {
+            "text": self.text,
+            "from_epoch": self.from_epoch if math.isfinite(self.from_epoch) else "never",
+            "metrics": None if self.metrics is None else sorted(self.metrics),
+            "curves": None if self.curves is None else sorted(self.curves),
+            "indicative": self.indicative,
+        }
+
+    def can_affect(self, epoch: int, metric: str, curve: str) -> bool:
+        """Can this departure change ``metric`` of ``curve`` at ``epoch``?"""
+        return (
+            epoch >= self.from_epoch
+            and (self.metrics is None or metric in self.metrics)
+            and (self.curves is None or curve in self.curves)
+        )
+
+
+def likely_reasons(departures: Sequence[Departure], epoch: int, metric: str, curve: str) -> str:
+    """The departures that can change ``metric`` of ``curve`` at ``epoch``, joined; when
+    none can, says so (the paper's digitized values are then the first suspect)."""
+    named = [d.text for d in departures if d.can_affect(epoch, metric, curve)]
+    if named:
+        return "; ".join(named)
+    return (
+        f"no departure of this run from the paper's set-up can change epoch {epoch} "
+        "(the digitized values are estimates)"
+    )
+
+
+def indicative_note(departures: Sequence[Departure]) -> str:
+    """``"indicative only (why)"`` for a run smaller than the paper's, else ``""``."""
+    why = [d.text for d in departures if d.indicative]
+    return f"{INDICATIVE} ({'; '.join(why)})" if why else ""
+
+
+def outcome(verdict: str, note: str) -> str:
+    """The bold verdict word of a line, with ``, indicative only`` for a smaller run."""
+    if note and verdict != "not compared":
+        return f"**{verdict}, {INDICATIVE}**"
+    return f"**{verdict}**"
+
+
+def format_over_seeds(values, digits: int = 4) -> str:
+    """``mean ± std`` over several seeds; one seed's value alone (no spread was measured)."""
+    values = np.asarray(values, float).ravel()
+    if values.size == 1:
+        return report.format_number(float(values[0]), digits)
+    return report.format_mean_std(values, digits=digits)
+
+
+def spread_label(seeds: int) -> str:
+    """How a table's cells summarise the seeds."""
+    return "mean ± std over seeds" if seeds > 1 else "one seed: no spread measured"
 
 
 # --------------------------------------------------------------------------- specifications
@@ -51,6 +136,9 @@ class Contender:
       fixed: other factory arguments, fixed.
       explicit_grid: name -> values searched as a product instead of the log grid (e.g.
         ADADELTA's ρ × ε, or Zeiler's Table 1 rates); the run size's grid does not apply.
+      paper_setting: the setting of the paper's curve where its numbers reveal it (None:
+        unknown), with ``paper_setting_evidence`` saying how; a chosen setting that differs
+        from it is a departure that can change every epoch of the curve.
     """
 
     label: str
@@ -60,6 +148,8 @@ class Contender:
     model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     explicit_grid: Mapping[str, tuple[float, ...]] | None = None
+    paper_setting: Mapping[str, float] | None = None
+    paper_setting_evidence: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +189,7 @@ class Experiment:
     standardize: bool = False
     measurement_note: str = ""  # how our metric may differ from the paper's curve
     sizes: Mapping[str, Size] = dataclasses.field(default_factory=dict)
+    assumptions: tuple[Departure, ...] = ()  # set-up details the paper does not state
 
 
 class Curve(NamedTuple):
@@ -222,32 +313,115 @@ def train_contender(exp: Experiment, contender: Contender, ds, size: Size, on_ep
 # --------------------------------------------------------------------------- comparing
 
 
-def deviations(exp: Experiment, size: Size, ds, dataset_used: str, full_train: int) -> list[str]:
-    """How this run departs from the paper's setup: the likely reasons for a difference."""
-    reasons = []
+def departures(
+    exp: Experiment, size: Size, ds, dataset_used: str, full_train: int
+) -> list[Departure]:
+    """How this run departs from the paper's set-up, each with what it can change.
+
+    A subset of the data changes every epoch (an epoch is fewer steps); fewer epochs change
+    none of the epochs run unless the schedule depends on the run's length; a reduced model
+    or a substitute dataset changes everything; the experiment's assumptions and measurement
+    note are declared with it. The learning-rate choice is per curve
+    (:func:`choice_departure`).
+    """
+    found = []
     if dataset_used != exp.dataset:
-        reasons.append(f"{dataset_used} substitutes {exp.dataset} (absent here)")
+        found.append(
+            Departure(f"{dataset_used} substitutes {exp.dataset} (absent here)", indicative=True)
+        )
     if len(ds.x_train) < full_train:
-        reasons.append(f"trained on {len(ds.x_train):,} of {full_train:,} training images")
+        config = engine.TrainConfig(epochs=1, batch_size=exp.batch_size)
+        found.append(
+            Departure(
+                f"trained on {len(ds.x_train):,} of {full_train:,} training images "
+                f"({config.steps_per_epoch(len(ds.x_train))} steps per epoch, not "
+                f"{config.steps_per_epoch(full_train)})",
+                indicative=True,
+            )
+        )
     if size.epochs < exp.paper_epochs:
-        reasons.append(f"{size.epochs} of the paper's {exp.paper_epochs} epochs")
+        by_length = exp.schedule in RUN_LENGTH_SCHEDULES
+        found.append(
+            Departure(
+                f"{size.epochs} of the paper's {exp.paper_epochs} epochs"
+                + (f" (the `{exp.schedule}` schedule depends on the run's length)" if by_length
+                   else ""),
+                from_epoch=1 if by_length else size.epochs + 1,
+                indicative=True,
+            )
+        )  # fmt: skip
     if size.model_options:
-        reasons.append(f"reduced model {dict(size.model_options)}")
-    if size.grid < 5:
-        reasons.append(f"a {size.grid}-point learning-rate grid, not a dense one")
+        found.append(Departure(f"reduced model {dict(size.model_options)}", indicative=True))
+    found.extend(exp.assumptions)
     if exp.measurement_note:
-        reasons.append(exp.measurement_note)
-    return reasons
+        found.append(Departure(exp.measurement_note, metrics=frozenset({exp.metric})))
+    return found
+
+
+def choice_departure(exp: Experiment, size: Size, curve: Curve) -> Departure | None:
+    """The curve's chosen setting as a departure (it can change every epoch of the curve).
+
+    Where the paper's setting is known (``Contender.paper_setting``), a chosen setting that
+    differs from it; where it is not, a learning-rate grid coarser than the paper's dense one
+    or chosen at an earlier epoch than the paper's last. None when neither applies.
+    """
+    contender, label = curve.contender, curve.label
+    chosen = curve.tuned.chosen
+    if contender.paper_setting is not None:
+        differing = {
+            k: v for k, v in contender.paper_setting.items() if not np.isclose(chosen[k], v)
+        }
+        if not differing:
+            return None
+        ours = ", ".join(f"{k}={chosen[k]:g}" for k in differing)
+        theirs = ", ".join(f"{k}={v:g}" for k, v in differing.items())
+        return Departure(
+            f"{label} at {ours} (ours: the lowest {exp.metric} at epoch {size.epochs}) where the "
+            f"paper's curve is its {theirs} run ({contender.paper_setting_evidence})",
+            curves=frozenset({label}),
+        )
+    coarse = contender.explicit_grid is None and size.grid < 5
+    early = size.epochs < exp.paper_epochs
+    if not (coarse or early):
+        return None
+    how = [f"from a {size.grid}-point grid, not a dense one"] if coarse else []
+    if early:
+        how.append(f"at epoch {size.epochs}, not the paper's {exp.paper_epochs}")
+    return Departure(
+        f"{label}'s learning rate chosen {' and '.join(how)} (the paper's is not stated)",
+        curves=frozenset({label}),
+    )
+
+
+class CurveVerdict(NamedTuple):
+    """A curve against the paper: ``verdict`` "reproduced" | "differs" | "not compared";
+    ``detail`` in words; ``epoch`` of the largest deviation (None unless "differs");
+    ``note`` :func:`indicative_note` of the run ("" for a run of the paper's size)."""
+
+    verdict: str
+    detail: str
+    epoch: int | None = None
+    note: str = ""
+
+    @property
+    def line(self) -> str:
+        """``**verdict[, indicative only]** (detail[; indicative only (why)])``."""
+        detail = f"{self.detail}; {self.note}" if self.note else self.detail
+        return f"{outcome(self.verdict, self.note)} ({detail})"
 
 
 def curve_verdict(
-    published: PublishedTable, label: str, ours: np.ndarray, tolerance: float = TOLERANCE
-) -> tuple[str, str]:
-    """``("reproduced" | "differs" | "not compared", detail)`` for one curve.
+    published: PublishedTable,
+    label: str,
+    ours: np.ndarray,
+    tolerance: float = TOLERANCE,
+    note: str = "",
+) -> CurveVerdict:
+    """The :class:`CurveVerdict` of one curve.
 
     ``ours`` is the seed-mean per epoch (epoch e at index e − 1). Each published point
     within the epochs run is compared: a number must lie within ``tolerance`` relative of
-    it, an ``Above(v)`` bound must be exceeded.
+    it, an ``Above(v)`` bound must be exceeded. ``note``: :func:`indicative_note` of the run.
     """
     checks = []
     for x, cell in zip(published.x, published.rows[label], strict=True):
@@ -260,21 +434,28 @@ def curve_verdict(
             deviation = (value - cell) / cell if math.isfinite(value) else math.inf
             checks.append((x, abs(deviation) <= tolerance, deviation))
     if not checks:
-        return "not compared", f"no published point within the {len(ours)} epochs run"
+        return CurveVerdict("not compared", f"no published point within the {len(ours)} epochs run")
     epochs = ", ".join(str(x) for x, _, _ in checks)
     if all(ok for _, ok, _ in checks):
-        return "reproduced", f"within {tolerance:.0%} relative at epochs {epochs}"
+        return CurveVerdict(
+            "reproduced", f"within {tolerance:.0%} relative at epochs {epochs}", note=note
+        )
     worst = max(
         (c for c in checks if not c[1]), key=lambda c: math.inf if c[2] is None else abs(c[2])
     )
     x, _, deviation = worst
     if deviation is None:
-        return "differs", f"below the paper's bound {published.value(label, x)} at epoch {x}"
-    return "differs", f"{deviation:+.0%} at epoch {x}; compared at epochs {epochs}"
+        detail = f"below the paper's bound {published.value(label, x)} at epoch {x}"
+    else:
+        detail = f"{deviation:+.0%} at epoch {x}; compared at epochs {epochs}"
+    return CurveVerdict("differs", detail, x, note)
 
 
-def ranking_verdict(published: PublishedTable, means: Mapping[str, np.ndarray]) -> str:
-    """Whether the optimizers rank as in the paper at the last epoch both have numbers for."""
+def ranking_verdict(
+    published: PublishedTable, means: Mapping[str, np.ndarray], note: str = ""
+) -> str:
+    """Whether the optimizers rank as in the paper at the last epoch both have numbers for
+    (``note``: :func:`indicative_note` of the run, appended)."""
     labels = [label for label in means if label in published.rows]
     epochs_run = min(len(m) for m in means.values())
     usable = [
@@ -295,13 +476,16 @@ def ranking_verdict(published: PublishedTable, means: Mapping[str, np.ndarray]) 
     paper = sorted(labels, key=paper_value)
     ours = sorted(labels, key=lambda label: np.nan_to_num(means[label][x - 1], nan=np.inf))
     verdict = "same ranking as the paper" if paper == ours else "ranking differs from the paper"
-    return f"ranking at epoch {x}: {verdict} (paper: {' < '.join(paper)}; ours: {' < '.join(ours)})"
+    verdict += f", {INDICATIVE}" if note else ""
+    order = f"paper: {' < '.join(paper)}; ours: {' < '.join(ours)}"
+    return f"ranking at epoch {x}: {verdict} ({order})"
 
 
 def comparison_table(
     published: PublishedTable, curves: Mapping[str, np.ndarray], digits: int = 3
 ) -> str:
-    """Markdown: per curve a "paper" row and an "ours (mean ± std)" row at the paper's x."""
+    """Markdown: per curve a "paper" row and an "ours" row (mean ± std over seeds; one
+    seed's value alone) at the paper's x."""
     rows = []
     for label, per_seed in curves.items():
         if label in published.rows:
@@ -311,7 +495,7 @@ def comparison_table(
             if not isinstance(x, int) or x > per_seed.shape[1]:
                 cells.append("not run")
             else:
-                cells.append(report.format_mean_std(per_seed[:, x - 1], digits=digits))
+                cells.append(format_over_seeds(per_seed[:, x - 1], digits=digits))
         rows.append([label, "ours", *cells])
     headers = ["curve", "source", *(f"{published.x_label} {x}" for x in published.x)]
     return report.markdown_table(headers, rows)
@@ -379,31 +563,41 @@ def search_table(results: Sequence[Curve]) -> str:
 def verdict_lines(
     published: PublishedTable | None,
     curves: Mapping[str, np.ndarray],
-    reasons: Sequence[str],
+    departures: Sequence[Departure],
+    metric: str,
     tolerance: float = TOLERANCE,
 ) -> list[str]:
-    """``- label: verdict (detail); likely: ...`` per curve, then the ranking."""
+    """``- label: verdict (detail); likely: ...`` per curve, then the ranking.
+
+    A curve that differs names as likely reasons only the departures that can change
+    ``metric`` of that curve at the epoch of its largest deviation; every line of a run
+    smaller than the paper's says "indicative only" (:func:`indicative_note`).
+    """
     if published is None:
         return ["- no published numbers to compare against"]
-    likely = "; ".join(reasons) if reasons else "digitized values are estimates"
+    note = indicative_note(departures)
     lines = []
     for label, per_seed in curves.items():
         if label not in published.rows:
             others = ", ".join(
-                f"{other} {report.format_mean_std(v[:, -1])}"
+                f"{other} {format_over_seeds(v[:, -1])}"
                 for other, v in curves.items()
                 if other != label
             )
             lines.append(
                 f"- {label}: **not compared** (the paper gives no curve); ours ends at "
-                f"{report.format_mean_std(per_seed[:, -1])} (vs {others})"
+                f"{format_over_seeds(per_seed[:, -1])} (vs {others})"
             )
             continue
-        verdict, detail = curve_verdict(published, label, np.mean(per_seed, 0), tolerance)
-        suffix = f"; likely: {likely}" if verdict != "reproduced" else ""
-        lines.append(f"- {label}: **{verdict}** ({detail}){suffix}")
+        verdict = curve_verdict(published, label, np.mean(per_seed, 0), tolerance, note)
+        likely = (
+            f"; likely: {likely_reasons(departures, verdict.epoch, metric, label)}"
+            if verdict.verdict == "differs"
+            else ""
+        )
+        lines.append(f"- {label}: {verdict.line}{likely}")
     means = {label: np.mean(v, 0) for label, v in curves.items()}
-    lines.append(f"- {ranking_verdict(published, means)}")
+    lines.append(f"- {ranking_verdict(published, means, note)}")
     return lines
 
 
@@ -427,7 +621,7 @@ def reproduce(
 ) -> list[Curve]:
     """Train every contender, then write config, metrics, summary and plot; print the table."""
     timer = Timer()
-    reasons = deviations(exp, size, ds, dataset_used, full_train)
+    run_departures = departures(exp, size, ds, dataset_used, full_train)
     report.write_config(
         run_dir,
         {
@@ -445,7 +639,7 @@ def reproduce(
             "metric": exp.metric,
             "selection": f"lowest final {exp.metric}, mean over seeds",
             "data": {"train": len(ds.x_train), "test": len(ds.x_test), "meta": ds.meta},
-            "deviations_from_paper": reasons,
+            "deviations_from_paper": [d.record() for d in run_departures],
             "tolerance": TOLERANCE,
             **(extra_config or {}),
             "machine": report.machine(),
@@ -473,10 +667,12 @@ def reproduce(
         if exp.published is not None
         else report.markdown_table(
             ["curve", f"final {exp.metric}"],
-            [[label, report.format_mean_std(v[:, -1])] for label, v in curves.items()],
+            [[label, format_over_seeds(v[:, -1])] for label, v in curves.items()],
         )
     )
-    verdicts = verdict_lines(exp.published, curves, reasons)
+    chosen_departures = [choice_departure(exp, size, r) for r in results]
+    all_departures = [*run_departures, *(d for d in chosen_departures if d is not None)]
+    verdicts = verdict_lines(exp.published, curves, all_departures, exp.metric)
     chosen = "\n".join(
         f"- {r.label} (`{r.contender.optimizer}`): "
         + ", ".join(f"{k}={v:.3g}" for k, v in r.tuned.chosen.items())
@@ -495,10 +691,11 @@ def reproduce(
         f"{dict({**exp.model_options, **size.model_options})}; schedule `{exp.schedule}`, "
         f"l2 {exp.l2:g}. Selection: lowest final {exp.metric} (mean over seeds).",
         f"![{exp.title}]({exp.key}.png)",
-        "## Paper vs ours (mean ± std over seeds at the chosen configuration)",
+        f"## Paper vs ours ({spread_label(size.seeds)}, at the chosen configuration)",
         (exp.published.source + ".\n\n" if exp.published else "") + table,
         "## Verdict (tolerance: within 25% relative at every published point run; "
-        "ranking of optimizers at the last common epoch)",
+        "ranking of optimizers at the last common epoch; likely reasons: the departures from "
+        "the paper's set-up that can change that epoch and metric)",
         "\n".join(verdicts),
         "## Chosen configurations",
         chosen,
