@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from optlab import optimizers as opt
 from optlab.experiments.studies import SIZES, STUDIES, load
 
 
@@ -43,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"study {args.name!r} has no --size; use --quick or nothing")
         sized = {"size": args.size}
     if args.optimizers is not None:
+        from optlab import optimizers as opt  # here, not at the top: --help stays JAX-free
+
         extra = [name.strip() for name in args.optimizers.split(",") if name.strip()]
         if "optimizers" not in inspect.signature(module.run).parameters:
             raise ValueError(f"study {args.name!r} does not compare optimizers; drop --optimizers")
