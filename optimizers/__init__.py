@@ -39,6 +39,13 @@ from optlab.optimizers.adam import (
 )
 from optlab.optimizers.lamb import lamb, scale_by_trust_ratio
 from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
+from optlab.optimizers.muon import (
+    ScaleByMuonState,
+    muon,
+    orthogonalize,
+    scale_by_muon,
+    scale_by_shape,
+)
 from optlab.optimizers.registry import (
     OptimizerInfo,
     available,
@@ -68,6 +75,7 @@ __all__ = [
     "ScaleByAmsgradState",
     "ScaleByEwmaState",
     "ScaleByLionState",
+    "ScaleByMuonState",
     "ScaleByMomentumState",
     "ScaleByNadamState",
     "ScaleByRmsState",
@@ -94,6 +102,8 @@ __all__ = [
     "resolve",
     "lamb",
     "lion",
+    "muon",
+    "orthogonalize",
     "nadam",
     "nadam_paper",
     "nesterov",
@@ -107,6 +117,8 @@ __all__ = [
     "scale_by_belief",
     "scale_by_ewma",
     "scale_by_lion",
+    "scale_by_muon",
+    "scale_by_shape",
     "scale_by_momentum",
     "scale_by_nadam_paper",
     "scale_by_radam",

@@ -29,6 +29,7 @@ from optlab.optimizers.adam import (
 )
 from optlab.optimizers.lamb import lamb
 from optlab.optimizers.lion import lion
+from optlab.optimizers.muon import muon
 from optlab.optimizers.rmsprop import rmsprop
 from optlab.optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
 
@@ -98,6 +99,8 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "adabelief": (adabelief, 2, 1e-3, "adam", "Zhuang et al., NeurIPS 2020"),
     "lion": (lion, 1, 1e-4, "sign", "Chen et al., NeurIPS 2023"),
     "lamb": (lamb, 2, 1e-3, "layerwise", "You et al., ICLR 2020"),
+    # Muon: 1 buffer on matrices (the count), AdamW's 2 on the other leaves.
+    "muon": (muon, 1, 0.02, "layerwise", "Jordan, github.com/KellerJordan/Muon, 2024"),
 }
 
 

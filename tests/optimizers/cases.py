@@ -71,6 +71,9 @@ SGDM_STATE = StateMap(renames=(("[0].ewma", "[0].ema"),), reference_only=("[0].c
 # ours always counts steps (its one state type serves every option).
 RMSPROP_STATE = StateMap(ours_only=("[0].count",))
 
+# muon: Optax keeps its constant Newton–Schulz coefficients in the state; ours does not.
+MUON_STATE = StateMap(reference_only=(".inner_states['muon'].inner_state[0].ns_coeffs",))
+
 CASES = [
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05)),
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05, momentum=0.9)),
@@ -152,6 +155,44 @@ CASES = [
     ),
     Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01)),
     Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01, eps=1e-8, weight_decay=0.01)),
+    # Muon: its matrices ((5, 3)) orthogonalised, the other leaves through AdamW.
+    Case("muon", opt.muon, optax.contrib.muon, dict(learning_rate=0.02), MUON_STATE),
+    Case(
+        "muon",
+        opt.muon,
+        optax.contrib.muon,
+        dict(
+            learning_rate=0.02,
+            ns_coeffs="dion",
+            beta=0.9,
+            eps=1e-7,
+            weight_decay=0.1,
+            weight_decay_mask=_decay_matrices,
+            nesterov=False,
+            adaptive=True,
+            preconditioning="aol",
+            adam_b1=0.8,
+            adam_b2=0.99,
+            adam_eps_root=1e-8,
+            adam_weight_decay=0.01,
+            adam_learning_rate=0.01,
+            consistent_rms=0.2,
+        ),
+        MUON_STATE,
+    ),
+    Case(
+        "muon",
+        opt.muon,
+        optax.contrib.muon,
+        dict(
+            learning_rate=0.02,
+            ns_coeffs=(3.0, -3.2, 1.2),
+            ns_steps=3,
+            preconditioning="schatten",
+            mu_dtype=jnp.bfloat16,
+        ),
+        MUON_STATE,
+    ),
 ]
 DEFAULT_CASES = [c for c in CASES if set(c.kwargs) == {"learning_rate"}]
 

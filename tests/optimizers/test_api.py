@@ -82,9 +82,11 @@ def test_momentum_and_nesterov_entries_are_sgd_with_momentum():
 
 @pytest.mark.parametrize("name", opt.available())
 def test_state_per_param_counts_parameter_sized_buffers(name):
-    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+    # Two matrices (Muon's count is that of its matrices; its vectors go to AdamW); float
+    # scalars (Schedule-Free's weight sum, Prodigy's estimate) are not parameter-sized.
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones((1, 4))}
     state = build(name).init(params)
-    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim]
     assert sum(x.size for x in floats) == opt.info(name).state_per_param * 16
 
 

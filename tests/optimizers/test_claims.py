@@ -98,3 +98,16 @@ def test_adamw_decay_is_decoupled_from_the_adaptive_scaling():
     tx = opt.adamw(0.1, weight_decay=0.5)
     updates, _ = tx.update(jnp.zeros(3), tx.init(params), params)
     np.testing.assert_allclose(updates, -0.1 * 0.5 * params, rtol=1e-6)  # not divided by √v̂
+
+
+def test_muon_update_of_a_matrix_has_singular_values_near_one():
+    """Muon orthogonalises: a gradient whose singular values span 100× gives a first update
+    whose singular values lie in [0.6, 1.2] (Jordan's 5 quintic steps, not exactly 1)."""
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((8, 4)))
+    v, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    grad = jnp.asarray(u @ np.diag(np.geomspace(1.0, 0.01, 4)) @ v.T, jnp.float32)
+    tx = opt.muon(0.1)  # an (8, 4) kernel: fan_out < fan_in, so no width scaling
+    updates, _ = tx.update({"w": grad}, tx.init({"w": grad}), {"w": grad})
+    singular_values = np.linalg.svd(np.asarray(updates["w"]) / -0.1, compute_uv=False)
+    assert np.all((singular_values > 0.6) & (singular_values < 1.2)), singular_values

@@ -43,6 +43,7 @@ SETTINGS = {
     "adabelief": dict(learning_rate=1e-2),
     "lion": dict(learning_rate=1e-2, weight_decay=1e-4),
     "lamb": dict(learning_rate=1e-3),
+    "muon": dict(learning_rate=1e-2),  # vectors: its AdamW (Nesterov) fallback
 }
 
 

@@ -88,6 +88,7 @@ HUGE = {
     "vanishes": {
         "adabelief", "adadelta", "adadelta_paper", "adagrad", "adagrad_paper", "adam",
         "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "lamb", "nadam", "rmsprop",
+        "muon",  # vectors go to its AdamW
     },
     "bounded by lr": {"adamax", "adamax_paper", "lion"},
     "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
@@ -98,6 +99,7 @@ INFINITE = {
         "adabelief", "adadelta", "adadelta_paper", "adagrad", "adagrad_paper", "adam",
         "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "adamax", "adamax_paper",
         "nadam", "rmsprop",
+        "muon",  # vectors go to its AdamW
     },
     "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
     "-lr·sign(g)": {"lion"},

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from optlab import optimizers as opt
 
 from tests.optimizers.cases import CASES, assert_states_match
@@ -108,7 +108,15 @@ def run_updates(tx, params, grads):
     return out, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
+def reference_accepts(case, shape_tree) -> bool:
+    """Optax's muon divides by a matrix's first dimension: a (0, n) leaf raises
+    ZeroDivisionError there (ours returns its empty update)."""
+    shapes = jax.tree.leaves(shape_tree, is_leaf=lambda x: isinstance(x, tuple))
+    return case.name != "muon" or not any(len(s) == 2 and s[0] == 0 for s in shapes)
+
+
 def assert_parity(case, kwargs, shape_tree, dtype_name, seed):
+    assume(reference_accepts(case, shape_tree))
     dtype = jnp.float64 if dtype_name == "float64" else DTYPES[dtype_name]
     params = make_tree(shape_tree, dtype, seed)
     grads = make_tree(shape_tree, dtype, seed + 1, steps=STEPS)

@@ -293,3 +293,70 @@ def test_nadam_paper_equals_torch_nadam():
         torch.set_default_dtype(default)
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, np.stack(theirs), rtol=1e-10, atol=1e-12)
+
+
+# --- Muon (Jordan 2024): matrices, not elementwise -------------------------------------
+
+
+def jordan_muon(lr, beta, weight_decay, eps=1e-7, steps=5):
+    """Jordan's Muon (github.com/KellerJordan/Muon, ``muon_update`` with Nesterov and
+    ``zeropower_via_newtonschulz5``) on one PyTorch weight ``W`` of shape (out, in)::
+
+        B ← β B + (1 − β) G ;  U = (1 − β) G + β B
+        X = U (transposed if out > in) / (‖U‖_F + 1e-7) ;  5 × { A = X Xᵀ ;
+        X ← a X + (b A + c A²) X }  with (a, b, c) = (3.4445, −4.7750, 2.0315)
+        W ← W (1 − η λ) − η √max(1, out / in) X
+
+    (in float64 here; Jordan runs the iteration in bfloat16)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+
+    def rule(w, g, s):
+        s["B"] = beta * s.get("B", 0.0) + (1 - beta) * g
+        x = (1 - beta) * g + beta * s["B"]
+        tall = x.shape[0] > x.shape[1]
+        x = x.T if tall else x
+        x = x / (np.linalg.norm(x) + eps)
+        for _ in range(steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        x = x.T if tall else x
+        return w * (1 - lr * weight_decay) - lr * max(1, w.shape[0] / w.shape[1]) ** 0.5 * x
+
+    return rule
+
+
+MUON_SHAPES = {"tall": (6, 3), "wide": (3, 7)}
+
+
+def _matrix_problem(dtype):
+    rng = np.random.default_rng(0)
+    params, centre, curvature, noise = (
+        {k: rng.standard_normal(lead + s) for k, s in MUON_SHAPES.items()}
+        for lead in ((), (), (), (STEPS,))
+    )
+    curvature = {k: np.abs(v) + 0.5 for k, v in curvature.items()}
+    noise = {k: 0.1 * v for k, v in noise.items()}
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), (params, (centre, curvature), noise))
+
+
+def test_muon_without_bias_correction_is_jordans_muon():
+    """A JAX kernel is (fan_in, fan_out), the transpose of a PyTorch weight (out, in): the
+    transcription runs on the transposes, so its √max(1, out/in) is Optax's
+    √max(1, fan_out/fan_in). Optax's default (bias-corrected) form departs from it."""
+    with jax.enable_x64(True):
+        params, target, noise = _matrix_problem(jnp.float64)
+        jordan_form = opt.muon(0.02, eps=1e-7, weight_decay=0.1, bias_correction=False)
+        ours, optax_form = trajectories(
+            [jordan_form, opt.muon(0.02, eps=1e-7, weight_decay=0.1)], params, target, noise
+        )
+    (centre, curvature), gap = target, 0.0
+    for name in MUON_SHAPES:
+        w, state, path = np.asarray(params[name]).T, {}, []
+        rule = jordan_muon(0.02, 0.95, 0.1)
+        for t in range(STEPS):
+            g = np.asarray(curvature[name]).T * (w - np.asarray(centre[name]).T)
+            w = rule(w, g + np.asarray(noise[name][t]).T, state)
+            path.append(w.T)
+        np.testing.assert_allclose(ours[name], np.stack(path), rtol=1e-10, atol=1e-12)
+        gap = max(gap, float(np.max(np.abs(np.asarray(optax_form[name]) - np.stack(path)))))
+    assert gap > 1e-4  # bias correction changes the direction of the Nesterov mix
