@@ -34,6 +34,8 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "studies.md": {
         "### `surfaces`": ("studies/raw/surfaces",),
         "### `conditioning`": ("studies/raw/conditioning",),
+        "### `lr-sensitivity`": ("studies/raw/lr-sensitivity",),
+        "### `generalisation`": ("studies/raw/generalisation",),
     },
     "results.md": {
         "## Adam Fig. 4": ("results/raw/adam-fig4",),
