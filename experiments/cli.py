@@ -49,6 +49,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "optlab.experiments.continual.cli",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
+    "serve": (
+        "optlab.experiments.serve.cli",
+        "serve a continual run over HTTP: predictions, feedback, staged canary rollout",
+    ),
     "data": (
         "optlab.experiments.data.cli",
         "download and verify the datasets (digits, MNIST, CIFAR-10)",
