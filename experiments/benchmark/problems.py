@@ -203,10 +203,10 @@ def synthetic(per_example: Callable, start, train, val, test) -> tuple:
 
     def loss_fn(model, batch, key):
         del key
-        return per_batch(model.theta.value, batch["x"]).mean(), {}
+        return per_batch(model.theta[...], batch["x"]).mean(), {}
 
     def metrics_fn(model, batch):
-        return {"loss": per_batch(model.theta.value, batch["x"])}
+        return {"loss": per_batch(model.theta[...], batch["x"])}
 
     splits = engine.Splits({"x": train}, {"val": {"x": val}, "test": {"x": test}})
     objective = engine.FunctionObjective(loss_fn, metrics_fn)
