@@ -8,6 +8,7 @@ aliases do, and match Optax 0.2.8 update for update.
     tx = opt.adam(1e-3)                  # or opt.get("adam", learning_rate=1e-3)
 """
 
+from optlab.optimizers.acprop import acprop, scale_by_acprop
 from optlab.optimizers.adabelief import adabelief, scale_by_belief
 from optlab.optimizers.adadelta import (
     ScaleByAdaDeltaState,
@@ -37,14 +38,40 @@ from optlab.optimizers.adam import (
     scale_by_nadam_paper,
     scale_by_radam,
 )
+from optlab.optimizers.galore import (
+    GaLoreDimensionNumbers,
+    ScaleByGaloreState,
+    galore,
+    scale_by_galore,
+)
 from optlab.optimizers.lamb import lamb, scale_by_trust_ratio
 from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
+from optlab.optimizers.madgrad import (
+    ScaleByMadgradState,
+    madgrad,
+    madgrad_paper,
+    scale_by_madgrad,
+)
+from optlab.optimizers.momo import ScaleByMomoAdamState, ScaleByMomoState, momo, momo_adam
 from optlab.optimizers.muon import (
     ScaleByMuonState,
     muon,
     orthogonalize,
     scale_by_muon,
     scale_by_shape,
+)
+from optlab.optimizers.parameter_free import (
+    ScaleByCocobState,
+    ScaleByDadaptAdamwState,
+    ScaleByDogState,
+    ScaleByDowgState,
+    cocob,
+    dadapt_adamw,
+    dog,
+    dowg,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
 )
 from optlab.optimizers.registry import (
     OptimizerInfo,
@@ -69,6 +96,32 @@ from optlab.optimizers.sgd import (
 )
 
 __all__ = [
+    # Optax's contrib: MADGRAD, ACProp, learning-rate-free methods, MoMo, GaLore
+    "GaLoreDimensionNumbers",
+    "ScaleByCocobState",
+    "ScaleByDadaptAdamwState",
+    "ScaleByDogState",
+    "ScaleByDowgState",
+    "ScaleByGaloreState",
+    "ScaleByMadgradState",
+    "ScaleByMomoAdamState",
+    "ScaleByMomoState",
+    "acprop",
+    "cocob",
+    "dadapt_adamw",
+    "dog",
+    "dowg",
+    "galore",
+    "madgrad",
+    "madgrad_paper",
+    "momo",
+    "momo_adam",
+    "scale_by_acprop",
+    "scale_by_cocob",
+    "scale_by_dog",
+    "scale_by_dowg",
+    "scale_by_galore",
+    "scale_by_madgrad",
     "OptimizerInfo",
     "ScaleByAdaDeltaState",
     "ScaleByAdamState",

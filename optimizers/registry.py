@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optlab.optimizers.acprop import acprop
 from optlab.optimizers.adabelief import adabelief
 from optlab.optimizers.adadelta import adadelta, adadelta_paper
 from optlab.optimizers.adagrad import adagrad, adagrad_paper
@@ -27,9 +28,12 @@ from optlab.optimizers.adam import (
     nadam,
     radam,
 )
+from optlab.optimizers.galore import galore
 from optlab.optimizers.lamb import lamb
 from optlab.optimizers.lion import lion
+from optlab.optimizers.madgrad import madgrad, madgrad_paper
 from optlab.optimizers.muon import muon
+from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
 from optlab.optimizers.rmsprop import rmsprop
 from optlab.optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
 
@@ -45,7 +49,8 @@ class OptimizerInfo(NamedTuple):
       defaults: the factory's keyword defaults.
       state_per_param: parameter-sized buffers in the state (Adam: 2, SGD: 0).
       suggested_learning_rate: centre of a sensible learning-rate grid.
-      family: ``"sgd"``, ``"adaptive"``, ``"adam"``, ``"sign"`` or ``"layerwise"``.
+      family: ``"sgd"``, ``"adaptive"``, ``"adam"``, ``"sign"``, ``"layerwise"`` or
+        ``"parameter-free"`` (its own step size; ``learning_rate`` is a multiplier, 1.0).
       reference: paper citation.
     """
 
@@ -101,6 +106,15 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "lamb": (lamb, 2, 1e-3, "layerwise", "You et al., ICLR 2020"),
     # Muon: 1 buffer on matrices (the count), AdamW's 2 on the other leaves.
     "muon": (muon, 1, 0.02, "layerwise", "Jordan, github.com/KellerJordan/Muon, 2024"),
+    # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).
+    "madgrad": (madgrad, 3, 1e-2, "adaptive", "Defazio & Jelassi, JMLR 2022"),
+    "madgrad_paper": (madgrad_paper, 3, 1e-2, "adaptive", "Defazio & Jelassi, Algorithm 1"),
+    "acprop": (acprop, 2, 1e-3, "adam", "Zhuang et al., NeurIPS 2021"),
+    "dog": (dog, 1, 1.0, "parameter-free", "Ivgi, Hinder & Carmon, ICML 2023"),
+    "dowg": (dowg, 1, 1.0, "parameter-free", "Khaled, Mishchenko & Jin, NeurIPS 2023"),
+    "cocob": (cocob, 5, 1.0, "parameter-free", "Orabona & Tommasi, NeurIPS 2017"),
+    "dadapt_adamw": (dadapt_adamw, 3, 1.0, "parameter-free", "Defazio & Mishchenko, ICML 2023"),
+    "galore": (galore, 3, 1e-3, "adam", "Zhao et al., ICML 2024 (state: at most 3)"),
 }
 
 

@@ -65,6 +65,39 @@ def _decay_matrices(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def fed_loss_value(factory):
+    """``factory`` whose ``update(g, s, p)`` passes ``value=½‖g‖²`` (MoMo needs the loss; any
+    function of the step's inputs gives both implementations the same value)."""
+
+    def build(**kwargs):
+        tx = factory(**kwargs)
+
+        def update(updates, state, params=None):
+            value = 0.5 * optax.tree.norm(updates, squared=True)
+            return tx.update(updates, state, params, value=value)
+
+        return optax.GradientTransformation(tx.init, update)
+
+    build.__name__ = factory.__name__
+    return build
+
+
+def _galore_rows_first(params):
+    """GaLore's matrix view of every leaf with 2+ axes: axis 0 against all the others."""
+    return jax.tree.map(
+        lambda p: (
+            optax.contrib.GaLoreDimensionNumbers(0, tuple(range(1, p.ndim)))
+            if p.ndim >= 2
+            else None
+        ),
+        params,
+    )
+
+
+# dog: Optax marks the first step with a bool ``is_init_step``, ours counts steps.
+DOG_STATE = StateMap(ours_only=("[1].count",), reference_only=("[1].is_init_step",))
+
+
 # sgdm: Optax spells the EWMA ``ema`` and keeps a step count (for debiasing, off here).
 SGDM_STATE = StateMap(renames=(("[0].ewma", "[0].ema"),), reference_only=("[0].count",))
 # rmsprop, uncentered and without bias correction: Optax's ScaleByRmsState has only ``nu``;
@@ -192,6 +225,132 @@ CASES = [
             mu_dtype=jnp.bfloat16,
         ),
         MUON_STATE,
+    ),
+    # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
+    Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),
+    Case(
+        "madgrad",
+        opt.madgrad,
+        optax.contrib.madgrad,
+        dict(learning_rate=0.02, momentum=0.5, weight_decay=0.01, eps=1e-4),
+    ),
+    Case("acprop", opt.acprop, optax.contrib.acprop, dict(learning_rate=0.01)),
+    Case(
+        "acprop",
+        opt.acprop,
+        optax.contrib.acprop,
+        dict(
+            learning_rate=0.01,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-8,
+            eps_root=1e-10,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+    ),
+    Case("dog", opt.dog, optax.contrib.dog, dict(learning_rate=1.0), DOG_STATE),
+    Case(
+        "dog",
+        opt.dog,
+        optax.contrib.dog,
+        dict(
+            learning_rate=0.5,
+            init_step=("distance", 1e-3),
+            eps=1e-6,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+        DOG_STATE,
+    ),
+    Case(
+        "dog",
+        opt.dog,
+        optax.contrib.dog,
+        dict(learning_rate=0.8, init_step=("learning_rate", 1e-2)),
+        DOG_STATE,
+    ),
+    Case("dowg", opt.dowg, optax.contrib.dowg, dict(learning_rate=1.0)),
+    Case(
+        "dowg",
+        opt.dowg,
+        optax.contrib.dowg,
+        dict(
+            learning_rate=0.5,
+            init_estim_sq_dist=1e-3,
+            eps=1e-6,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+    ),
+    Case("cocob", opt.cocob, optax.contrib.cocob, dict(learning_rate=1.0)),
+    Case(
+        "cocob",
+        opt.cocob,
+        optax.contrib.cocob,
+        dict(learning_rate=0.5, alpha=10.0, eps=1e-6, weight_decay=0.01, mask=_decay_matrices),
+    ),
+    Case("dadapt_adamw", opt.dadapt_adamw, optax.contrib.dadapt_adamw, dict(learning_rate=1.0)),
+    Case(
+        "dadapt_adamw",
+        opt.dadapt_adamw,
+        optax.contrib.dadapt_adamw,
+        dict(learning_rate=0.5, betas=(0.8, 0.99), eps=1e-6, estim_lr0=1e-4, weight_decay=0.01),
+    ),
+    Case(
+        "momo",
+        fed_loss_value(opt.momo),
+        fed_loss_value(optax.contrib.momo),
+        dict(learning_rate=0.1),
+    ),
+    Case(
+        "momo",
+        fed_loss_value(opt.momo),
+        fed_loss_value(optax.contrib.momo),
+        dict(
+            learning_rate=0.1,
+            beta=0.8,
+            lower_bound=-1.0,
+            weight_decay=0.01,
+            adapt_lower_bound=True,
+        ),
+    ),
+    Case(
+        "momo_adam",
+        fed_loss_value(opt.momo_adam),
+        fed_loss_value(optax.contrib.momo_adam),
+        dict(learning_rate=0.1),
+    ),
+    Case(
+        "momo_adam",
+        fed_loss_value(opt.momo_adam),
+        fed_loss_value(optax.contrib.momo_adam),
+        dict(
+            learning_rate=0.1,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-6,
+            lower_bound=-1.0,
+            weight_decay=0.01,
+            adapt_lower_bound=True,
+        ),
+    ),
+    # GaLore: the (5, 3) matrix projected by default; below, every leaf with 2+ axes at rank 2.
+    Case("galore", opt.galore, optax.contrib.galore, dict(learning_rate=0.01)),
+    Case(
+        "galore",
+        opt.galore,
+        optax.contrib.galore,
+        dict(
+            learning_rate=0.01,
+            rank=2,
+            update_proj_gap=7,
+            scale=0.25,
+            base_optimizer=opt.scale_by_adam(b1=0.8, b2=0.99),
+            weight_decay=0.01,
+            mask=_decay_matrices,
+            weight_dimension_numbers=_galore_rows_first,
+        ),
     ),
 ]
 DEFAULT_CASES = [c for c in CASES if set(c.kwargs) == {"learning_rate"}]

@@ -44,6 +44,15 @@ SETTINGS = {
     "lion": dict(learning_rate=1e-2, weight_decay=1e-4),
     "lamb": dict(learning_rate=1e-3),
     "muon": dict(learning_rate=1e-2),  # vectors: its AdamW (Nesterov) fallback
+    # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
+    "madgrad": dict(learning_rate=1e-2),
+    "madgrad_paper": dict(learning_rate=1e-2),
+    "acprop": dict(learning_rate=1e-3, eps=1e-3),
+    "dog": dict(learning_rate=1.0),
+    "dowg": dict(learning_rate=1.0),
+    "cocob": dict(),  # ends ≈ (0.971, 0.943) on Rosenbrock: inside the 3e-2 + 3e-2 bound
+    "dadapt_adamw": dict(learning_rate=1e-1),
+    "galore": dict(learning_rate=1e-2, rank=8),
 }
 
 

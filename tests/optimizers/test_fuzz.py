@@ -110,8 +110,11 @@ def run_updates(tx, params, grads):
 
 def reference_accepts(case, shape_tree) -> bool:
     """Optax's muon divides by a matrix's first dimension: a (0, n) leaf raises
-    ZeroDivisionError there (ours returns its empty update)."""
+    ZeroDivisionError there (ours returns its empty update); Optax's galore fails on None
+    leaves."""
     shapes = jax.tree.leaves(shape_tree, is_leaf=lambda x: isinstance(x, tuple))
+    if case.name == "galore":  # Optax's galore reads a None leaf's dtype; ours passes it on
+        return None not in jax.tree.leaves(shape_tree, is_leaf=lambda x: x is None)
     return case.name != "muon" or not any(len(s) == 2 and s[0] == 0 for s in shapes)
 
 
