@@ -25,11 +25,13 @@ from optlab.optimizers.adam import (
     adam_efficient,
     adamax,
     adamax_paper,
+    adamaxw,
     adamw,
     amsgrad,
     amsgrad_paper,
     nadam,
     nadam_paper,
+    nadamw,
     radam,
     scale_by_adam,
     scale_by_adam_efficient,
@@ -38,13 +40,14 @@ from optlab.optimizers.adam import (
     scale_by_nadam_paper,
     scale_by_radam,
 )
+from optlab.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from optlab.optimizers.galore import (
     GaLoreDimensionNumbers,
     ScaleByGaloreState,
     galore,
     scale_by_galore,
 )
-from optlab.optimizers.lamb import lamb, scale_by_trust_ratio
+from optlab.optimizers.lamb import fromage, lamb, lars, scale_by_trust_ratio
 from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from optlab.optimizers.madgrad import (
     ScaleByMadgradState,
@@ -59,6 +62,15 @@ from optlab.optimizers.muon import (
     orthogonalize,
     scale_by_muon,
     scale_by_shape,
+)
+from optlab.optimizers.noisy import AddNoiseState, add_noise, noisy_sgd
+from optlab.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
+from optlab.optimizers.optimistic import (
+    ScaleByOptimisticGradientState,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
 )
 from optlab.optimizers.parameter_free import (
     ScaleByCocobState,
@@ -84,6 +96,7 @@ from optlab.optimizers.registry import (
     resolve,
 )
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
@@ -94,6 +107,8 @@ from optlab.optimizers.sgd import (
     sgd,
     sgdm,
 )
+from optlab.optimizers.sign import scale_by_sign, sign_sgd, signum
+from optlab.optimizers.yogi import scale_by_yogi, yogi
 
 __all__ = [
     # Optax's contrib: MADGRAD, ACProp, learning-rate-free methods, MoMo, GaLore
@@ -180,4 +195,31 @@ __all__ = [
     "scale_by_trust_ratio",
     "sgd",
     "sgdm",
+    # Optax's other main-namespace optimizers
+    "AddNoiseState",
+    "ScaleByAdanState",
+    "ScaleByNovogradState",
+    "ScaleByOptimisticGradientState",
+    "ScaleByRpropState",
+    "adamaxw",
+    "adan",
+    "add_noise",
+    "fromage",
+    "lars",
+    "nadamw",
+    "noisy_sgd",
+    "novograd",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
+    "rprop",
+    "scale_by_adan",
+    "scale_by_novograd",
+    "scale_by_optimistic_gradient",
+    "scale_by_rprop",
+    "scale_by_sign",
+    "scale_by_yogi",
+    "sign_sgd",
+    "signum",
+    "yogi",
 ]

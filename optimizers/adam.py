@@ -1,4 +1,4 @@
-"""Adam and its relatives: AdamW, NAdam, AMSGrad, AdaMax, RAdam, and the papers' own forms."""
+"""Adam and its relatives: AdamW, NAdam(W), AMSGrad, AdaMax(W), RAdam, and the papers' own forms."""
 
 from __future__ import annotations
 
@@ -696,5 +696,85 @@ def radam(
     _checks.finite("threshold", threshold)
     return optax.chain(
         scale_by_radam(b1, b2, eps, eps_root, threshold, nesterov=nesterov),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def nadamw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: optax.ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+    *,
+    nesterov: bool = True,
+) -> optax.GradientTransformation:
+    """NAdamW: NAdam's look-ahead moment with AdamW's decoupled weight decay.
+
+    With learning rate ``η``, weight decay ``λ``, gradient ``g`` and step ``t``::
+
+        m ← β₁ m + (1 − β₁) g ;   v ← β₂ v + (1 − β₂) |g|²
+        m̂ = β₁ m / (1 − β₁ᵗ⁺¹) + (1 − β₁) g / (1 − β₁ᵗ) ;   v̂ = v / (1 − β₂ᵗ)
+        θ ← θ − η (m̂ / (√(v̂ + ε_root) + ε) + λ θ)
+
+    ``adamw(..., nesterov=True)``; defaults equal ``optax.nadamw`` (λ = 1e-4). State per
+    parameter: ``m`` and ``v``.
+
+    Args:
+      learning_rate: η ≥ 0, a float or an Optax schedule.
+      b1, b2, eps, eps_root, mu_dtype: as in ``adam``.
+      weight_decay: λ ≥ 0 (or a schedule).
+      mask: which leaves to decay.
+      nesterov: False gives ``adamw``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    References:
+      Dozat, ICLR workshop 2016; Loshchilov & Hutter, ICLR 2019.
+    """
+    return adamw(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
+    )
+
+
+def adamaxw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: optax.ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    """AdaMaxW: AdaMax with AdamW's decoupled weight decay.
+
+    With learning rate ``α``, weight decay ``λ``, gradient ``g`` and step ``t``::
+
+        m ← β₁ m + (1 − β₁) g
+        u ← max(β₂ u, |g| + ε)
+        θ ← θ − α (m / ((1 − β₁ᵗ) u) + λ θ)
+
+    Defaults equal ``optax.adamaxw`` (λ = 1e-4). State per parameter: ``m`` and ``u``.
+
+    Args:
+      learning_rate: α ≥ 0, a float or an Optax schedule.
+      b1, b2, eps: as in ``adamax``.
+      weight_decay: λ ≥ 0 (or a schedule).
+      mask: which leaves to decay.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    References:
+      Kingma & Ba, ICLR 2015, Sec. 7.1; Loshchilov & Hutter, ICLR 2019.
+    """
+    _checks.learning_rate(learning_rate)
+    _checks.non_negative("weight_decay", weight_decay)
+    return optax.chain(
+        scale_by_adamax(b1, b2, eps),
+        optax.add_decayed_weights(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -22,20 +22,33 @@ from optlab.optimizers.adam import (
     adam_efficient,
     adamax,
     adamax_paper,
+    adamaxw,
     adamw,
     amsgrad,
     amsgrad_paper,
     nadam,
+    nadamw,
     radam,
 )
+from optlab.optimizers.adan import adan
 from optlab.optimizers.galore import galore
-from optlab.optimizers.lamb import lamb
+from optlab.optimizers.lamb import fromage, lamb, lars
 from optlab.optimizers.lion import lion
 from optlab.optimizers.madgrad import madgrad, madgrad_paper
 from optlab.optimizers.muon import muon
 from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
+from optlab.optimizers.noisy import noisy_sgd
+from optlab.optimizers.novograd import novograd
+from optlab.optimizers.optimistic import (
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+)
 from optlab.optimizers.rmsprop import rmsprop
+from optlab.optimizers.rprop import rprop
 from optlab.optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
+from optlab.optimizers.sign import sign_sgd, signum
+from optlab.optimizers.yogi import yogi
 
 _KINGMA_BA = "Kingma & Ba, Adam: A Method for Stochastic Optimization, ICLR 2015"
 
@@ -104,6 +117,28 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "adabelief": (adabelief, 2, 1e-3, "adam", "Zhuang et al., NeurIPS 2020"),
     "lion": (lion, 1, 1e-4, "sign", "Chen et al., NeurIPS 2023"),
     "lamb": (lamb, 2, 1e-3, "layerwise", "You et al., ICLR 2020"),
+    # Optax's other main-namespace optimizers (polyak_sgd and lbfgs need the loss in
+    # update: factories, not entries).
+    "sign_sgd": (sign_sgd, 0, 1e-3, "sign", "Bernstein et al., ICML 2018"),
+    "signum": (signum, 1, 1e-3, "sign", "Bernstein et al., ICML 2018"),
+    "yogi": (yogi, 2, 1e-2, "adam", "Zaheer et al., NeurIPS 2018"),
+    "adamaxw": (adamaxw, 2, 2e-3, "adam", _KINGMA_BA + ", Sec. 7.1, decoupled decay"),
+    "nadamw": (nadamw, 2, 1e-3, "adam", "Dozat 2016; Loshchilov & Hutter, ICLR 2019"),
+    "adan": (adan, 4, 1e-3, "adam", "Xie et al., arXiv:2208.06677, 2022"),
+    "noisy_sgd": (noisy_sgd, 0, 0.1, "sgd", "Neelakantan et al., arXiv:1511.06807, 2015"),
+    "optimistic_gradient_descent": (
+        optimistic_gradient_descent,
+        1,
+        0.01,
+        "sgd",
+        "Daskalakis et al., ICLR 2018; Mokhtari et al., AISTATS 2020",
+    ),
+    "optimistic_adam": (optimistic_adam, 3, 1e-3, "adam", "Daskalakis et al., ICLR 2018"),
+    "optimistic_adam_v2": (optimistic_adam_v2, 3, 1e-3, "adam", "Daskalakis et al., ICLR 2018"),
+    "novograd": (novograd, 1, 1e-3, "layerwise", "Ginsburg et al., arXiv:1905.11286, 2019"),
+    "lars": (lars, 1, 1.0, "layerwise", "You, Gitman & Ginsburg, arXiv:1708.03888, 2017"),
+    "fromage": (fromage, 0, 1e-2, "layerwise", "Bernstein et al., NeurIPS 2020"),
+    "rprop": (rprop, 2, 1e-3, "adaptive", "Riedmiller & Braun, ICNN 1993 (iRprop-)"),
     # Muon: 1 buffer on matrices (the count), AdamW's 2 on the other leaves.
     "muon": (muon, 1, 0.02, "layerwise", "Jordan, github.com/KellerJordan/Muon, 2024"),
     # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).

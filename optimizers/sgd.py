@@ -53,7 +53,9 @@ class ScaleByEwmaState(NamedTuple):
     ewma: optax.Updates
 
 
-def scale_by_ewma(beta: float) -> optax.GradientTransformation:
+def scale_by_ewma(
+    beta: float, accumulator_dtype: Any | None = None
+) -> optax.GradientTransformation:
     """EWMA momentum of the course notes, with no bias correction.
 
     With gradient ``g``::
@@ -66,6 +68,7 @@ def scale_by_ewma(beta: float) -> optax.GradientTransformation:
 
     Args:
       beta: β in [0, 1).
+      accumulator_dtype: dtype of ``v``; None keeps the parameter dtype.
 
     Returns:
       A transformation with state ``ScaleByEwmaState``.
@@ -73,7 +76,7 @@ def scale_by_ewma(beta: float) -> optax.GradientTransformation:
     _checks.decay_rate("beta", beta)
 
     def init_fn(params):
-        return ScaleByEwmaState(ewma=optax.tree.zeros_like(params))
+        return ScaleByEwmaState(ewma=optax.tree.zeros_like(params, dtype=accumulator_dtype))
 
     def update_fn(updates, state, params=None):
         del params

@@ -690,6 +690,11 @@ def reproduce(
         f"{size.seeds} seed(s), {size.grid} learning rate(s) per optimizer; model options "
         f"{dict({**exp.model_options, **size.model_options})}; schedule `{exp.schedule}`, "
         f"l2 {exp.l2:g}. Selection: lowest final {exp.metric} (mean over seeds).",
+        *(
+            [f"Our assumptions, not the paper's: {'; '.join(d.text for d in exp.assumptions)}."]
+            if exp.assumptions
+            else []
+        ),
         f"![{exp.title}]({exp.key}.png)",
         f"## Paper vs ours ({spread_label(size.seeds)}, at the chosen configuration)",
         (exp.published.source + ".\n\n" if exp.published else "") + table,

@@ -378,6 +378,10 @@ def test_adam_paper_figures_run_end_to_end(tmp_path, capsys, figure):
     for label in labels & set(published.rows):
         row = next(line for line in printed.splitlines() if line.startswith(f"| {label} | paper"))
         assert _published.format_cell(published.rows[label][-1]) in row, experiment
+    assumed = {"1": "L2 coefficient 1e-4 is our assumption", "2b": "L2 coefficient 1e-6"}
+    dropout = "dropout rates 0.2 (input) / 0.5 (hidden) are our assumption"
+    assert "Our assumptions, not the paper's: " + assumed.get(figure, "") in summary
+    assert (dropout in summary) == (figure in ("2", "3", "adamax"))
     if figure == "3":
         assert config["dataset"] in ("cifar10", "fashion_mnist")
         if config["dataset"] == "fashion_mnist":

@@ -12,6 +12,7 @@ where their fields agree. ``state`` (a :class:`StateMap`) says where the paths d
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -104,6 +105,26 @@ SGDM_STATE = StateMap(renames=(("[0].ewma", "[0].ema"),), reference_only=("[0].c
 # ours always counts steps (its one state type serves every option).
 RMSPROP_STATE = StateMap(ours_only=("[0].count",))
 
+
+def optax_noisy_sgd(learning_rate, eta=0.01, gamma=0.55, key=0):
+    """``optax.noisy_sgd`` with our default key 0 (Optax's None warns, then uses 0)."""
+    return optax.noisy_sgd(learning_rate, eta, gamma, key)
+
+
+def optax_optimistic_adam(learning_rate, **kwargs):
+    """``optax.optimistic_adam`` without its DeprecationWarning (0.2.8 prefers ``_v2``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return optax.optimistic_adam(learning_rate, **kwargs)
+
+
+# signum: Optax's ema state as sgdm's. Optimistic methods: Optax marks the first step with
+# a bool ``is_initial_step``, ours counts steps (every state leaf a number of the registry's
+# dtypes).
+SIGNUM_STATE = SGDM_STATE
+OPTIMISTIC_STATE = StateMap(ours_only=("[0].count",), reference_only=("[0].is_initial_step",))
+OPTIMISTIC_ADAM_STATE = StateMap(ours_only=("[1].count",), reference_only=("[1].is_initial_step",))
+
 # muon: Optax keeps its constant Newton–Schulz coefficients in the state; ours does not.
 MUON_STATE = StateMap(reference_only=(".inner_states['muon'].inner_state[0].ns_coeffs",))
 
@@ -188,6 +209,148 @@ CASES = [
     ),
     Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01)),
     Case("lamb", opt.lamb, optax.lamb, dict(learning_rate=0.01, eps=1e-8, weight_decay=0.01)),
+    # Optax's other main-namespace optimizers.
+    Case("sign_sgd", opt.sign_sgd, optax.sign_sgd, dict(learning_rate=0.01)),
+    Case("signum", opt.signum, optax.signum, dict(learning_rate=0.01), SIGNUM_STATE),
+    Case(
+        "signum",
+        opt.signum,
+        optax.signum,
+        dict(learning_rate=0.01, beta=0.5, accumulator_dtype=jnp.bfloat16),
+        SIGNUM_STATE,
+    ),
+    Case("yogi", opt.yogi, optax.yogi, dict(learning_rate=0.01)),
+    Case("yogi", opt.yogi, optax.yogi, dict(learning_rate=0.01, b1=0.8, b2=0.99, eps=1e-4)),
+    Case("adamaxw", opt.adamaxw, optax.adamaxw, dict(learning_rate=0.01)),
+    Case(
+        "adamaxw",
+        opt.adamaxw,
+        optax.adamaxw,
+        dict(learning_rate=0.01, b1=0.8, b2=0.99, eps=1e-4, weight_decay=0.1, mask=_decay_matrices),
+    ),
+    Case("nadamw", opt.nadamw, optax.nadamw, dict(learning_rate=0.01)),
+    Case(
+        "nadamw",
+        opt.nadamw,
+        optax.nadamw,
+        dict(
+            learning_rate=0.01,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-6,
+            eps_root=1e-8,
+            weight_decay=0.1,
+            mask=_decay_matrices,
+            nesterov=False,
+        ),
+    ),
+    Case("noisy_sgd", opt.noisy_sgd, optax_noisy_sgd, dict(learning_rate=0.01)),
+    Case(
+        "noisy_sgd",
+        opt.noisy_sgd,
+        optax_noisy_sgd,
+        dict(learning_rate=0.01, eta=0.1, gamma=0.3, key=3),
+    ),
+    Case(
+        "optimistic_gradient_descent",
+        opt.optimistic_gradient_descent,
+        optax.optimistic_gradient_descent,
+        dict(learning_rate=0.01),
+        OPTIMISTIC_STATE,
+    ),
+    Case(
+        "optimistic_gradient_descent",
+        opt.optimistic_gradient_descent,
+        optax.optimistic_gradient_descent,
+        dict(learning_rate=0.01, alpha=0.7, beta=0.1),
+        OPTIMISTIC_STATE,
+    ),
+    Case(
+        "optimistic_adam",
+        opt.optimistic_adam,
+        optax_optimistic_adam,
+        dict(learning_rate=0.01),
+        OPTIMISTIC_ADAM_STATE,
+    ),
+    Case(
+        "optimistic_adam",
+        opt.optimistic_adam,
+        optax_optimistic_adam,
+        dict(
+            learning_rate=0.01,
+            optimism=0.005,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-6,
+            eps_root=1e-8,
+            nesterov=False,
+        ),
+        OPTIMISTIC_ADAM_STATE,
+    ),
+    Case(
+        "optimistic_adam_v2",
+        opt.optimistic_adam_v2,
+        optax.optimistic_adam_v2,
+        dict(learning_rate=0.01),
+        OPTIMISTIC_ADAM_STATE,
+    ),
+    Case(
+        "optimistic_adam_v2",
+        opt.optimistic_adam_v2,
+        optax.optimistic_adam_v2,
+        dict(learning_rate=0.01, alpha=0.7, beta=0.2, b1=0.8, b2=0.99, eps=1e-6, nesterov=False),
+        OPTIMISTIC_ADAM_STATE,
+    ),
+    Case("lars", opt.lars, optax.lars, dict(learning_rate=0.1)),
+    Case(
+        "lars",
+        opt.lars,
+        optax.lars,
+        dict(
+            learning_rate=0.1,
+            weight_decay=0.01,
+            weight_decay_mask=_decay_matrices,
+            trust_coefficient=0.01,
+            eps=1e-8,
+            trust_ratio_mask=_decay_matrices,
+            momentum=0.8,
+            nesterov=True,
+        ),
+    ),
+    Case("fromage", opt.fromage, optax.fromage, dict(learning_rate=0.01)),
+    Case("fromage", opt.fromage, optax.fromage, dict(learning_rate=0.05, min_norm=1e-3)),
+    Case("novograd", opt.novograd, optax.novograd, dict(learning_rate=0.01)),
+    Case(
+        "novograd",
+        opt.novograd,
+        optax.novograd,
+        dict(learning_rate=0.01, b1=0.8, b2=0.5, eps=1e-4, eps_root=1e-8, weight_decay=0.01),
+    ),
+    Case("rprop", opt.rprop, optax.rprop, dict(learning_rate=0.01)),
+    Case(
+        "rprop",
+        opt.rprop,
+        optax.rprop,
+        dict(
+            learning_rate=0.01, eta_minus=0.3, eta_plus=1.5, min_step_size=1e-4, max_step_size=1.0
+        ),
+    ),
+    Case("adan", opt.adan, optax.adan, dict(learning_rate=0.01)),
+    Case(
+        "adan",
+        opt.adan,
+        optax.adan,
+        dict(
+            learning_rate=0.01,
+            b1=0.9,
+            b2=0.8,
+            b3=0.95,
+            eps=1e-6,
+            eps_root=1e-10,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+    ),
     # Muon: its matrices ((5, 3)) orthogonalised, the other leaves through AdamW.
     Case("muon", opt.muon, optax.contrib.muon, dict(learning_rate=0.02), MUON_STATE),
     Case(
@@ -445,5 +608,8 @@ def assert_states_match(
 
 
 def _exact(x) -> np.ndarray:
-    """``x`` as a NumPy array, real floats widened to float64 (exactly)."""
+    """``x`` as a NumPy array, real floats widened to float64 (exactly), PRNG keys as their
+    key data."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(x))
     return np.asarray(x, np.float64) if jnp.issubdtype(x.dtype, jnp.floating) else np.asarray(x)
