@@ -85,6 +85,7 @@ from optlab.optimizers.parameter_free import (
     scale_by_dog,
     scale_by_dowg,
 )
+from optlab.optimizers.polyak import polyak_sgd, scale_by_polyak
 from optlab.optimizers.registry import (
     OptimizerInfo,
     available,
@@ -96,6 +97,14 @@ from optlab.optimizers.registry import (
     resolve,
 )
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optlab.optimizers.schedule_free import (
+    ScheduleFreeState,
+    eval_params,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
@@ -148,6 +157,7 @@ __all__ = [
     "ScaleByNadamState",
     "ScaleByRmsState",
     "ScaleByRssState",
+    "ScheduleFreeState",
     "adabelief",
     "adadelta",
     "adadelta_paper",
@@ -161,6 +171,7 @@ __all__ = [
     "amsgrad",
     "amsgrad_paper",
     "available",
+    "eval_params",
     "get",
     "get_factory",
     "heavy_ball",
@@ -192,6 +203,10 @@ __all__ = [
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rss",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "scale_by_trust_ratio",
     "sgd",
     "sgdm",
@@ -212,10 +227,12 @@ __all__ = [
     "optimistic_adam",
     "optimistic_adam_v2",
     "optimistic_gradient_descent",
+    "polyak_sgd",
     "rprop",
     "scale_by_adan",
     "scale_by_novograd",
     "scale_by_optimistic_gradient",
+    "scale_by_polyak",
     "scale_by_rprop",
     "scale_by_sign",
     "scale_by_yogi",

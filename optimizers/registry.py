@@ -36,6 +36,7 @@ from optlab.optimizers.lamb import fromage, lamb, lars
 from optlab.optimizers.lion import lion
 from optlab.optimizers.madgrad import madgrad, madgrad_paper
 from optlab.optimizers.muon import muon
+from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
 from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
 from optlab.optimizers.noisy import noisy_sgd
 from optlab.optimizers.novograd import novograd
@@ -51,6 +52,7 @@ from optlab.optimizers.sign import sign_sgd, signum
 from optlab.optimizers.yogi import yogi
 
 _KINGMA_BA = "Kingma & Ba, Adam: A Method for Stochastic Optimization, ICLR 2015"
+_DEFAZIO = "Defazio et al., The Road Less Scheduled, NeurIPS 2024"
 
 
 class OptimizerInfo(NamedTuple):
@@ -141,6 +143,9 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "rprop": (rprop, 2, 1e-3, "adaptive", "Riedmiller & Braun, ICNN 1993 (iRprop-)"),
     # Muon: 1 buffer on matrices (the count), AdamW's 2 on the other leaves.
     "muon": (muon, 1, 0.02, "layerwise", "Jordan, github.com/KellerJordan/Muon, 2024"),
+    # Schedule-Free: z (+ v); the engine evaluates at x = eval_params(state, params).
+    "schedule_free_adamw": (schedule_free_adamw, 2, 2.5e-3, "adam", _DEFAZIO),
+    "schedule_free_sgd": (schedule_free_sgd, 1, 0.1, "sgd", _DEFAZIO),
     # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).
     "madgrad": (madgrad, 3, 1e-2, "adaptive", "Defazio & Jelassi, JMLR 2022"),
     "madgrad_paper": (madgrad_paper, 3, 1e-2, "adaptive", "Defazio & Jelassi, Algorithm 1"),

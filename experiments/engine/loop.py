@@ -38,6 +38,7 @@ from optlab.experiments.engine.state import (
 )
 from optlab.experiments.engine.step import make_epoch, make_evaluate, state_finite
 from optlab.optimizers import finite
+from optlab.optimizers.schedule_free import eval_params
 
 PyTree = Any
 
@@ -103,7 +104,8 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      model: the trained model (merged back from the final state); the input model is
+      model: the trained model (merged back from the final state, at the parameters to
+        evaluate: Schedule-Free's ``x``, :func:`optimizers.eval_params`); the input model is
         not modified.
       history: the :class:`History` of the population of one; ``history.records()`` gives
         per-epoch dicts of floats.
@@ -187,7 +189,8 @@ def population_epoch(graphdef, make_tx, config: TrainConfig, *, single: bool, sk
 def _evaluate_builder(graphdef, compute_dtype: str, single: bool):
     evaluate = make_evaluate(graphdef, compute_dtype)
 
-    def member_evaluate(params, model_state, objective, evals):
+    def member_evaluate(params, opt_state, model_state, objective, evals):
+        params = eval_params(opt_state, params)  # Schedule-Free's x; else the parameters
         return {split: evaluate(params, model_state, objective, data)
                 for split, data in evals.items()}  # fmt: skip
 
@@ -450,7 +453,7 @@ def fit_population(
             evaluate, _ = _compiled(
                 ("evaluate", graphdef, config.compute_dtype, single),
                 _evaluate_builder(graphdef, config.compute_dtype, single),
-                (states.params, states.model_state, objective, evals),
+                (states.params, states.opt_state, states.model_state, objective, evals),
             )
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -494,7 +497,8 @@ def fit_population(
             values = {"train_loss": out.loss}
             values.update({f"train_{name}": value for name, value in out.metrics.items()})
             if evaluate is not None:
-                evaluated = evaluate(states.params, states.model_state, objective, evals)
+                evaluated = evaluate(states.params, states.opt_state, states.model_state,
+                                     objective, evals)  # fmt: skip
                 for split, metrics in evaluated.items():
                     values.update({f"{split}_{name}": value for name, value in metrics.items()})
             if skip:
@@ -600,6 +604,8 @@ def fit(
         on_non_finite=on_non_finite, fingerprint=fingerprint, _raise_non_finite=True,
     )  # fmt: skip
     state = member(result.state, 0)
-    trained = nnx.merge(result.graphdef, state.params, state.model_state)
+    # The model to use: Schedule-Free's x (the state keeps y, where gradients are taken).
+    trained = nnx.merge(result.graphdef, eval_params(state.opt_state, state.params),
+                        state.model_state)  # fmt: skip
     return FitResult(trained, result.history, state, result.compile_time_s,
                      result.steps_per_epoch)  # fmt: skip

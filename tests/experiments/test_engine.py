@@ -853,3 +853,37 @@ def test_fit_and_population_train_recurrent_models(tiny, name):
     )
     assert pop.histories["train_loss"].shape == (2, 1, 1)
     assert np.all(np.isfinite(pop.histories["train_loss"]))
+
+
+def _test_loss(model, data) -> float:
+    """Mean cross-entropy of ``model`` on the test rows, by optax (not the engine)."""
+    logits = model(jnp.asarray(data.x_test), train=False)
+    labels = jnp.asarray(data.y_test)
+    return float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
+
+
+def test_schedule_free_is_evaluated_and_returned_at_its_averaged_parameters(tiny):
+    """Schedule-Free's parameters hold y (where gradients are taken); the engine evaluates,
+    and ``fit`` returns, x = (y − (1 − β) z) / β, alone and in a population."""
+    config = engine.TrainConfig(epochs=3, batch_size=32, seed=0)
+    result = engine.fit(model_for(0), opt.schedule_free_sgd(0.2, b1=0.8), tiny, config)
+    y, z = result.state.params, result.state.opt_state.z
+    x = jax.tree.map(lambda y, z: (np.asarray(y) - 0.2 * np.asarray(z)) / 0.8, y, z)
+    chex.assert_trees_all_close(nnx.state(result.model, nnx.Param), x, rtol=1e-5, atol=1e-6)
+    graphdef = nnx.graphdef(result.model)
+    at_y = nnx.merge(graphdef, y, result.state.model_state)
+    recorded = result.history.metrics["test_loss"][0, 0, -1]
+    np.testing.assert_allclose(recorded, _test_loss(result.model, tiny), rtol=1e-5)
+    assert abs(recorded - _test_loss(at_y, tiny)) > 1e-3  # y is not what was evaluated
+    assert result.history.metrics["train_loss"][0, 0, -1] < result.history.metrics[
+        "train_loss"][0, 0, 0]  # fmt: skip
+    population = engine.fit_population(
+        make_model=TinyMLP,
+        make_tx=lambda learning_rate: opt.schedule_free_sgd(learning_rate, b1=0.8),
+        hparams={"learning_rate": [0.2, 0.05]},
+        seeds=[0],
+        data=tiny,
+        config=config,
+    )
+    np.testing.assert_allclose(population.histories["test_loss"][0, 0], result.history.metrics[
+        "test_loss"][0, 0], rtol=1e-4)  # fmt: skip

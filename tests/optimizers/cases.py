@@ -118,6 +118,17 @@ def optax_optimistic_adam(learning_rate, **kwargs):
         return optax.optimistic_adam(learning_rate, **kwargs)
 
 
+def scaling_as_learning_rate(factory):
+    """``factory`` (polyak_sgd) called with ``learning_rate`` as its ``scaling``, so that its
+    rows run like every other (the first row: defaults, only the learning rate given)."""
+
+    def build(learning_rate, **kwargs):
+        return factory(scaling=learning_rate, **kwargs)
+
+    build.__name__ = factory.__name__
+    return build
+
+
 # signum: Optax's ema state as sgdm's. Optimistic methods: Optax marks the first step with
 # a bool ``is_initial_step``, ours counts steps (every state leaf a number of the registry's
 # dtypes).
@@ -351,6 +362,18 @@ CASES = [
             mask=_decay_matrices,
         ),
     ),
+    Case(
+        "polyak_sgd",
+        fed_loss_value(scaling_as_learning_rate(opt.polyak_sgd)),
+        fed_loss_value(scaling_as_learning_rate(optax.polyak_sgd)),
+        dict(learning_rate=1.0),
+    ),
+    Case(
+        "polyak_sgd",
+        fed_loss_value(scaling_as_learning_rate(opt.polyak_sgd)),
+        fed_loss_value(scaling_as_learning_rate(optax.polyak_sgd)),
+        dict(learning_rate=0.5, max_learning_rate=0.4, f_min=0.5, eps=1e-3, variant="sps+"),
+    ),
     # Muon: its matrices ((5, 3)) orthogonalised, the other leaves through AdamW.
     Case("muon", opt.muon, optax.contrib.muon, dict(learning_rate=0.02), MUON_STATE),
     Case(
@@ -388,6 +411,47 @@ CASES = [
             mu_dtype=jnp.bfloat16,
         ),
         MUON_STATE,
+    ),
+    # Schedule-Free: the parameters hold y; z and the scalars are in the state.
+    Case(
+        "schedule_free_adamw",
+        opt.schedule_free_adamw,
+        optax.contrib.schedule_free_adamw,
+        dict(learning_rate=0.01),
+    ),
+    Case(
+        "schedule_free_adamw",
+        opt.schedule_free_adamw,
+        optax.contrib.schedule_free_adamw,
+        dict(
+            learning_rate=0.01,
+            warmup_steps=10,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-6,
+            weight_decay=0.01,
+            weight_lr_power=1.0,
+            state_dtype=jnp.float32,
+        ),
+    ),
+    Case(
+        "schedule_free_sgd",
+        opt.schedule_free_sgd,
+        optax.contrib.schedule_free_sgd,
+        dict(learning_rate=0.05),
+    ),
+    Case(
+        "schedule_free_sgd",
+        opt.schedule_free_sgd,
+        optax.contrib.schedule_free_sgd,
+        dict(
+            learning_rate=0.05,
+            warmup_steps=5,
+            b1=0.95,
+            weight_decay=0.01,
+            weight_lr_power=3.0,
+            state_dtype=jnp.float32,
+        ),
     ),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
     Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),

@@ -58,6 +58,8 @@ SETTINGS = {
     "fromage": dict(learning_rate=5e-3),
     "rprop": dict(learning_rate=1e-1),
     "muon": dict(learning_rate=1e-2),  # vectors: its AdamW (Nesterov) fallback
+    "schedule_free_adamw": dict(learning_rate=1e-2),
+    "schedule_free_sgd": dict(learning_rate=1e-2),
     # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
     "madgrad": dict(learning_rate=1e-2),
     "madgrad_paper": dict(learning_rate=1e-2),

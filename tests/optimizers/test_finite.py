@@ -89,9 +89,10 @@ HUGE = {
         "adabelief", "adadelta", "adadelta_paper", "adagrad", "adagrad_paper", "adam",
         "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "lamb", "nadam", "rmsprop",
         "muon",  # vectors go to its AdamW
+        "schedule_free_adamw",
     },
     "bounded by lr": {"adamax", "adamax_paper", "lion"},
-    "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
+    "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
 }  # fmt: skip
 # Update of the elements where g = ±inf (first step).
 INFINITE = {
@@ -100,8 +101,9 @@ INFINITE = {
         "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "adamax", "adamax_paper",
         "nadam", "rmsprop",
         "muon",  # vectors go to its AdamW
+        "schedule_free_adamw",
     },
-    "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam"},
+    "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
     "-lr·sign(g)": {"lion"},
     "nan everywhere (trust ratio)": {"lamb"},
 }  # fmt: skip

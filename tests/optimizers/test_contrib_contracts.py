@@ -1,0 +1,68 @@
+"""The contracts of the optax.contrib optimizers beyond one ``update(grads, state, params)``:
+Schedule-Free's evaluation parameters."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from optlab import optimizers as opt
+from optlab.optimizers.finite import skip_non_finite
+
+
+def _two_steps(tx, params):
+    state = tx.init(params)
+    for g in ({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 0.5])}):
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def test_schedule_free_eval_params_are_x_and_equal_optax():
+    params, state = _two_steps(opt.schedule_free_sgd(0.1, b1=0.8), {"w": jnp.array([1.0, 3.0])})
+    x = (np.asarray(params["w"]) - 0.2 * np.asarray(state.z["w"])) / 0.8
+    np.testing.assert_allclose(opt.schedule_free_eval_params(state, params)["w"], x, rtol=1e-6)
+    theirs, their_state = _two_steps(
+        optax.contrib.schedule_free_sgd(0.1, b1=0.8), {"w": jnp.array([1.0, 3.0])}
+    )
+    chex.assert_trees_all_equal(
+        opt.schedule_free_eval_params(state, params),
+        optax.contrib.schedule_free_eval_params(their_state, theirs),
+    )
+    assert not np.allclose(x, params["w"])  # x and y differ after two steps
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda: optax.inject_hyperparams(opt.schedule_free_adamw)(learning_rate=0.1),
+        lambda: skip_non_finite(opt.schedule_free_adamw(0.1)),
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), opt.schedule_free_adamw(0.1)),
+    ],
+    ids=["inject_hyperparams", "skip_non_finite", "chain"],
+)
+def test_eval_params_finds_a_nested_schedule_free_state(wrap):
+    params, state = _two_steps(wrap(), {"w": jnp.array([1.0, 3.0])})
+    inner = next(
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, opt.ScheduleFreeState))
+        if isinstance(s, opt.ScheduleFreeState)
+    )
+    chex.assert_trees_all_equal(
+        opt.eval_params(state, params), opt.schedule_free_eval_params(inner, params)
+    )
+
+
+def test_eval_params_of_other_optimizers_are_the_parameters():
+    params, state = _two_steps(opt.adam(0.1), {"w": jnp.array([1.0, 3.0])})
+    assert opt.eval_params(state, params) is params
+    with pytest.raises(ValueError, match="needs a ScheduleFreeState, got tuple"):
+        opt.schedule_free_eval_params(state, params)
+
+
+def test_schedule_free_refuses_b1_zero():
+    with pytest.raises(ValueError, match=r"b1=0 is invalid"):
+        opt.schedule_free_sgd(0.1, b1=0)
+    with pytest.raises(ValueError, match=r"warmup_steps=0 is invalid"):
+        opt.schedule_free_adamw(0.1, warmup_steps=0)
