@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -83,23 +84,55 @@ def build_parser() -> argparse.ArgumentParser:
         prog="optlab", description="First-order optimizers in JAX: compare, reproduce, study."
     )
     parser.add_argument("--config", metavar="FILE.json", help=CONFIG_HELP)
+    parser.add_argument("--no-compile-cache", action="store_true", help=NO_CACHE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.add_argument("--config", metavar="FILE.json", help=CONFIG_HELP)
+        sub_parser.add_argument(
+            "--no-compile-cache",
+            action="store_true",
+            default=argparse.SUPPRESS,  # given before the command, it is not reset here
+            help=NO_CACHE_HELP,
+        )
         sub_parser.set_defaults(_module=module_name)
     return parser
 
 
 CONFIG_HELP = "read option values from a JSON object (command-line options override it)"
+NO_CACHE_HELP = "do not reuse compiled XLA programs across runs (same as OPTLAB_JAX_CACHE=off)"
+COMPILE_CACHE_ENV = "OPTLAB_JAX_CACHE"
+
+
+def compile_cache_folder(environ=os.environ) -> Path | None:
+    """Where compiled XLA programs persist between runs, so a second run of the same job
+    skips compilation: ``$OPTLAB_JAX_CACHE``, else ``$XDG_CACHE_HOME/optlab/jax`` (default
+    ``~/.cache/optlab/jax``); ``None`` when ``OPTLAB_JAX_CACHE`` is ``off``, ``0`` or empty."""
+    chosen = environ.get(COMPILE_CACHE_ENV)
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "0", "off", "false", "no") else Path(chosen)
+    cache_home = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "optlab" / "jax"
+
+
+def enable_compile_cache(folder: Path) -> None:
+    """Turn on JAX's persistent compilation cache in ``folder`` (unless the user's JAX
+    configuration already names one), for every compilation, however short, so that what
+    a run reuses does not depend on how loaded the machine was when it compiled."""
+    import jax  # here, not at the top: ``optlab COMMAND --help`` stays JAX-free
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The parser's options by destination name (``batch_size``), help and --config left out."""
+    """The parser's options by destination name (``batch_size``), without help, --config and
+    --no-compile-cache (options of the command line itself, not of the subcommand)."""
     return {
         action.dest: action
         for action in parser._actions  # noqa: SLF001
-        if action.option_strings and action.dest not in ("help", "config")
+        if action.option_strings and action.dest not in ("help", "config", "no_compile_cache")
     }
 
 
@@ -228,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0), or a one-line usage error (2)
         return int(stop.code or 0)
     module = importlib.import_module(args._module)
+    cache = None if args.no_compile_cache else compile_cache_folder()
+    if cache is not None:
+        enable_compile_cache(cache)
     try:
         status = module.run(args)
     except KeyboardInterrupt:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-from pathlib import Path
 
-import jax
 from optlab.experiments.continual.loop import LoopConfig, run_stream
 from optlab.experiments.continual.options import InvalidOption
 from optlab.experiments.continual.study import REGIMES, StudyConfig, run_study
@@ -92,13 +89,6 @@ def _configured(config, args, mapping: dict[str, str], **changes):
         raise ValueError(err.named(flags.get(err.field, err.field))) from None
 
 
-def _enable_compilation_cache() -> None:
-    """Reuse XLA executables across processes (a resumed run does not recompile)."""
-    if not jax.config.jax_compilation_cache_dir:
-        cache = Path(os.environ.get("OPTLAB_JAX_CACHE", Path.home() / ".cache/optlab/jax"))
-        jax.config.update("jax_compilation_cache_dir", str(cache))
-
-
 def run(args: argparse.Namespace) -> int:
     common = {
         "dataset": "dataset",
@@ -119,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
                 "train_per_task": "train_per_task",
             },
         )
-        _enable_compilation_cache()
         with RunFolderLock(args.out):  # a second process on this folder is refused
             run_study(config, args.out)
         print(f"study written to {args.out}/summary.md")
@@ -153,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         },
         **search,
     )
-    _enable_compilation_cache()
     with RunFolderLock(args.out):  # a second process on this folder is refused
         report = run_stream(config, args.out, resume=args.resume)
     led = report["ledger"]
