@@ -35,6 +35,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "### `surfaces`": ("studies/raw/surfaces",),
         "### `conditioning`": ("studies/raw/conditioning",),
         "### `lr-sensitivity`": ("studies/raw/lr-sensitivity",),
+        "### `noise-redundancy`": ("studies/raw/noise-redundancy",),
         "### `generalisation`": ("studies/raw/generalisation",),
     },
     "results.md": {
