@@ -460,7 +460,7 @@ def write_run(run_dir, cfg, results, meta) -> None:
     )  # fmt: skip
     report.plot_curves(
         run_dir / "accuracy.png", curves("test_accuracy"), ylabel="test accuracy",
-        title=f"{cfg['dataset']}: test accuracy (mean ± std over seeds)",
+        title=f"{cfg['dataset']}: test accuracy (mean ± std over seeds)", zoom_within=0.1,
     )  # fmt: skip
 
 

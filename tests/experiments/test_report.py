@@ -104,7 +104,51 @@ def test_plot_panels_lays_out_rows_of_columns(tmp_path):
     x = np.arange(1, 4)
     panels = {f"panel {i}": {"adam": (x, x / (i + 1), None)} for i in range(4)}
     path = report.plot_panels(tmp_path / "p.png", panels, xlabel="epoch", ylabel="loss")
-    assert png_size(path) == (1008, 528)  # 3 columns of 4.2 in × 2 rows of 3.3 in, 80 dpi
+    # 3 columns of 4.2 in + 1.6 in for the one shared legend, × 2 rows of 3.3 in, at 80 dpi
+    assert png_size(path) == (1136, 528)
+
+
+def test_sixteen_curves_are_all_distinguishable_by_colour_and_line_style():
+    """The main job draws 16 optimizers: a 10-colour cycle alone gave pairs the same look."""
+    figure = report.new_figure()
+    axes = figure.add_subplot()
+    x = np.arange(1, 4)
+    report.draw_curves(axes, {f"opt{i}": (x, x + i, None) for i in range(16)})
+    looks = [(line.get_color(), line.get_linestyle()) for line in axes.lines]
+    assert len(set(looks)) == 16
+    assert len({report.curve_style(i) for i in range(40)}) == 40
+
+
+def test_epoch_axes_get_integer_ticks_and_the_legend_sits_outside_the_data():
+    figure = report.new_figure()
+    axes = figure.add_subplot()
+    x = np.arange(1, 8)
+    report.draw_curves(axes, {"a": (x, 1.0 / x, None), "b": (x, 2.0 / x, None)})
+    report.style_axes(axes, xlabel="epoch", ylabel="loss")
+    figure.canvas.draw()
+    ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    renderer = figure.canvas.get_renderer()
+    legend_box = axes.get_legend().get_window_extent(renderer)
+    assert not legend_box.overlaps(axes.get_window_extent(renderer))
+
+
+def test_zoom_limits_show_the_close_finishers_and_leave_a_diverged_curve_off_scale():
+    x = np.arange(1, 21)
+    curves = {
+        name: (x, np.linspace(0.5, final, 20), None)
+        for name, final in {"adam": 0.97, "sgd": 0.955, "lion": 0.962, "diverged": 0.1}.items()
+    }
+    low, high = report.zoom_limits(curves, within=0.1)
+    assert 0.9 < low < 0.955 and 0.97 < high < 1.0
+
+
+def test_accuracy_plot_with_a_zoom_panel_is_twice_as_wide(tmp_path):
+    x = np.arange(1, 6)
+    curves = {"adam": (x, 0.9 + 0.01 * x, None), "sgd": (x, 0.85 + 0.02 * x, None)}
+    plain = report.plot_curves(tmp_path / "a.png", curves, ylabel="accuracy")
+    zoomed = report.plot_curves(tmp_path / "b.png", curves, ylabel="accuracy", zoom_within=0.1)
+    assert png_size(plain) == (1080, 576) and png_size(zoomed) == (1440, 576)  # 9 / 12 in
 
 
 def test_atomic_write_keeps_the_old_file_when_the_disk_fills(tmp_path, monkeypatch):
