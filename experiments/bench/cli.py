@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "training throughput with our engine vs an equivalent PyTorch loop",
     "population": "P vmapped training runs vs P sequential runs",
     "precision": "bfloat16 vs float32 first moment (mu_dtype): state bytes, step time, accuracy",
+    "serve": "optlab serve's /predict under wrk: p50, p99, req/s at 1, 8, 32 clients vs a bare app",
 }
 
 

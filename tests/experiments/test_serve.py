@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from optlab.experiments.bench import serve as bench_serve
 from optlab.experiments.continual import LoopConfig, run_stream
 from optlab.experiments.continual.registry import Registry, load_npz, save_npz
 from optlab.experiments.continual.stream import load_arrays
@@ -305,6 +306,57 @@ def test_forced_retrain_walks_every_stage_and_a_worse_canary_rolls_back(server, 
     assert dict(query(server.run, "SELECT version, status FROM models"))[worse] == "rolled_back"
 
 
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    not (BROWSER and DRIVER),
+    reason="no headless Chromium here: apt-get install chromium chromium-driver (.ci/run does)",
+)
+def test_a_browser_draws_a_digit_reads_the_prediction_and_sends_a_correction(server):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
+    try:
+        browser.get(server.url + "/")
+        pad = browser.find_element(By.ID, "pad")
+        stroke = webdriver.ActionChains(browser).move_to_element_with_offset(pad, 0, -100)
+        stroke.click_and_hold()
+        for _ in range(10):
+            stroke.move_by_offset(0, 20)
+        stroke.release().perform()
+        browser.find_element(By.ID, "predict").click()
+        wait = WebDriverWait(browser, 60)
+        digit = int(wait.until(lambda b: b.find_element(By.ID, "digit")).text)
+        probability = float(browser.find_element(By.ID, "probability").text)
+        version = browser.find_element(By.ID, "version").text
+        assert 0 <= digit <= 9 and 0.0 < probability <= 1.0
+        assert version == server.health()["stable"] or version == server.health()["canary"]
+        user = browser.find_element(By.ID, "user").text
+        correction = (digit + 1) % 10
+        browser.find_element(By.ID, f"label-{correction}").click()
+        browser.find_element(By.ID, "send").click()
+        saved = wait.until(lambda b: "saved" in (t := b.find_element(By.ID, "saved").text) and t)
+        row_id = int(saved.split("#")[1].split()[0])
+        row = query(server.run, "SELECT user, label, image FROM feedback WHERE id = ?", (row_id,))
+        assert [(u, y) for u, y, _ in row] == [(user, correction)]
+        assert np.frombuffer(row[0][2], np.float32).max() > 0.1  # the stroke was drawn
+        browser.get(server.url + "/dashboard")
+        wait.until(lambda b: "stable v" in b.find_element(By.ID, "summary").text)
+        assert "p_value" in browser.find_element(By.ID, "decisions").text
+        stable = server.health()["stable"][1:]
+        assert f"{stable} " in browser.find_element(By.ID, "models").text + " "
+    finally:
+        browser.quit()
+
+
 async def hammer(url: str, clients: int, seconds: float, acked: list, failures: list):
     """``clients`` concurrent clients: three predictions, then one feedback, repeatedly."""
     image = drawn_one().tolist()
@@ -388,3 +440,32 @@ def test_sigkill_under_load_loses_no_acknowledged_feedback_and_keeps_the_stage(
         assert again.status_code == 200
     finally:
         restarted.stop()
+
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8000
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     9.91ms   20.19ms 167.54ms   92.78%
+  Latency Distribution
+     50%  616.00us
+     75%    8.84ms
+     90%   22.07ms
+     99%    1.50s
+  6413 requests in 2.01s, 2.29MB read
+  Non-2xx or 3xx responses: 3
+  Socket errors: connect 0, read 1, write 0, timeout 2
+Requests/sec:   3190.55
+Transfer/sec:      1.14MB
+"""
+
+
+def test_bench_serve_reads_wrk_and_scripts_its_body():
+    cell = bench_serve.parse_wrk(WRK_OUTPUT)
+    assert cell == {"requests_per_s": 3190.55, "p50_ms": pytest.approx(0.616),
+                    "p99_ms": pytest.approx(1500.0), "failed": 6}  # fmt: skip
+    with pytest.raises(RuntimeError, match="cannot read wrk"):
+        bench_serve.parse_wrk("wrk: connection refused")
+    image = bench_serve.drawing()
+    assert np.asarray(image).shape == (28, 28) and 0 <= np.min(image) <= np.max(image) <= 1
+    script = bench_serve.lua_script(image)
+    assert f"for i = 1, {bench_serve.USERS} do" in script and '"/predict"' in script
