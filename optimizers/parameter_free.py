@@ -373,11 +373,13 @@ def dadapt_adamw(
         r ← β̃ r + (1 − β̃) δ ⟨g, s / (√v + ε)⟩          (s and v before this step)
         m ← β₁ m + (1 − β₁) δ g ;   v ← β₂ v + (1 − β₂) g²
         s ← β̃ s + (1 − β̃) δ g
-        d ← max(d, r / ((1 − β̃) ‖s‖₁))
+        d ← max(d, r / ((1 − β̃) ‖s‖₁))      (d unchanged while ‖s‖₁ = 0)
         x ← x − λ δ x − m / (√v + ε)
 
     Defaults equal ``optax.contrib.dadapt_adamw`` (``d₀ = 1e-6``, Adam's bias correction
-    folded into δ). The step uses ``d`` from before the update. State per parameter:
+    folded into δ). The step uses ``d`` from before the update. While every gradient has
+    been 0, ``‖s‖₁ = 0`` and the estimate is 0/0: ``d`` is kept (Optax's becomes NaN, and
+    so does every later step; elsewhere the two agree). State per parameter:
     ``m``, ``v``, ``s``; and the scalars ``d``, ``r``.
 
     Args:
@@ -429,7 +431,9 @@ def dadapt_adamw(
         s = jax.tree.map(lambda s, g: sb2 * s + (1 - sb2) * delta * g, state.grad_sum, updates)
         s_l1 = optax.tree.sum(jax.tree.map(jnp.abs, s))
         r = sb2 * state.numerator_weighted + (1 - sb2) * delta * numerator
-        d = jnp.maximum(state.estim_lr, r / ((1 - sb2) * s_l1))
+        # ‖s‖₁ = 0 (every gradient so far 0): no estimate, d stays (Optax's 0/0 gives d = NaN).
+        d_hat = jnp.where(s_l1 > 0, r / ((1 - sb2) * s_l1), state.estim_lr)
+        d = jnp.maximum(state.estim_lr, d_hat)
         u = jax.tree.map(
             lambda m, v, x: -weight_decay * delta * x - m / (jnp.sqrt(v) + eps), m, v, params
         )

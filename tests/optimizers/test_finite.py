@@ -82,6 +82,9 @@ def test_skip_non_finite_validates_max_consecutive_errors():
 # must be added here and there.
 
 DECOUPLED_DECAY = {"adamw", "lion"}  # move by -lr·λ·θ even when g = 0
+# MADGRAD's step is x_{k+1} − x_k with x_{k+1} = (1 − β) z + β x_k (Optax's form): where
+# g = 0, z = x₀ = x_k and the difference is float32 rounding, below one ulp of θ = 1.
+PARAMETER_DIFFERENCE = {"madgrad", "madgrad_paper"}
 # Update for one gradient of 1e30 in float32: where g² overflows to +inf the adaptive
 # denominators are +inf and the step is 0 (the parameter then stays frozen: v stays inf).
 HUGE = {
@@ -90,6 +93,9 @@ HUGE = {
         "adam_paper_efficient", "adamw", "amsgrad", "amsgrad_paper", "lamb", "nadam", "rmsprop",
         "muon",  # vectors go to its AdamW
         "schedule_free_adamw",
+        "madgrad", "madgrad_paper", "dog", "dowg", "cocob", "dadapt_adamw",
+        "galore",  # vectors go to its Adam
+        "acprop",  # its first step is lr·g (no history yet); then 0
     },
     "bounded by lr": {"adamax", "adamax_paper", "lion"},
     "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
@@ -102,8 +108,10 @@ INFINITE = {
         "nadam", "rmsprop",
         "muon",  # vectors go to its AdamW
         "schedule_free_adamw",
+        "madgrad", "madgrad_paper", "dog", "dowg", "cocob", "dadapt_adamw", "galore",
     },
     "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
+    "-inf·sign(g) (first step: its denominator holds no gradient yet)": {"acprop"},
     "-lr·sign(g)": {"lion"},
     "nan everywhere (trust ratio)": {"lamb"},
 }  # fmt: skip
@@ -175,6 +183,8 @@ def test_zero_gradients_give_a_zero_finite_step(name):
         assert np.all(np.isfinite(u))
         if name in DECOUPLED_DECAY:
             assert np.all(np.abs(u) < 1e-5) and np.all(u < 0)  # -lr·λ·θ with θ = 1
+        elif name in PARAMETER_DIFFERENCE:
+            assert np.all(np.abs(u) <= np.finfo(np.float32).eps)
         else:
             np.testing.assert_array_equal(u, 0.0)
 
@@ -203,7 +213,7 @@ def test_infinite_gradients(name):
     assert np.all(np.isfinite(u[2:]))  # the finite elements are unaffected (element-wise)
     if category == "nan":
         assert np.all(np.isnan(u[:2]))
-    elif category == "-inf·sign(g)":
+    elif category.startswith("-inf·sign(g)"):
         np.testing.assert_array_equal(u[:2], [-INF, INF])
     else:
         np.testing.assert_allclose(u[:2], [-lr, lr], rtol=0.01)
