@@ -62,7 +62,6 @@ EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam",
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 NOT_CLASSIFIERS = ("vae",)
 # Small defaults so the whole comparison runs in about a minute on a laptop CPU.
-MODEL_OPTIONS = {"mlp": {"widths": (100,)}}
 FULL = {"epochs": 20, "lr_grid_size": 5, "seeds": 3}
 QUICK = {"epochs": 4, "lr_grid_size": 3, "seeds": 2}
 # What a run folder holds once a run has started in it.
@@ -75,7 +74,10 @@ DEFINITION = ("dataset", "model", "model_options", "optimizers", "epochs", "batc
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
     parser.add_argument(
-        "--model", default="mlp", help="a models.available() classifier (default: mlp, 100 units)"
+        "--model",
+        default="mlp",
+        help="a models.available() classifier with its default options (default: mlp, one "
+        "hidden layer of 100 units)",
     )
     parser.add_argument(
         "--optimizers",
@@ -196,7 +198,7 @@ def settings(args: argparse.Namespace) -> dict:
 def definition(cfg: dict) -> dict:
     """The settings that define the run's results (:data:`DEFINITION`), in the JSON form
     ``config.json`` holds them in."""
-    values = {**cfg, "model_options": MODEL_OPTIONS.get(cfg["model"], {})}
+    values = {**cfg, "model_options": models.options(cfg["model"])}
     return json.loads(json.dumps(report.to_jsonable({key: values[key] for key in DEFINITION})))
 
 
@@ -308,7 +310,7 @@ def checkpoint_options(name: str, cfg: dict, run_dir) -> dict:
         "fingerprint": {
             "optimizer": name,
             "model": cfg["model"],
-            "model_options": MODEL_OPTIONS.get(cfg["model"], {}),
+            "model_options": models.options(cfg["model"]),
             "dataset": cfg["dataset"],
             "validation": cfg["validation"],
         },
@@ -510,7 +512,7 @@ def compare_and_report(args: argparse.Namespace) -> int:
     )
     config.steps_per_epoch(len(splits.x_train))  # a clear error before any work
     check_data(splits, full.num_classes)
-    model_options = MODEL_OPTIONS.get(cfg["model"], {})
+    model_options = models.options(cfg["model"])  # the defaults, recorded in config.json
     if jax.process_count() > 1 and not args.out:
         raise ValueError(
             f"a run over {jax.process_count()} processes needs --out: one folder on a "

@@ -63,7 +63,11 @@ class NonFiniteError(FloatingPointError, ValueError):
 
 
 class PopulationResult(NamedTuple):
-    """What :func:`fit_population` returns.
+    """What :func:`fit_population` returns: P configurations × S seeds trained together.
+
+    ``result.histories["test_accuracy"][p, s]`` is member (p, s)'s curve, and
+    ``engine.member(result.state, p * S + s)`` its final :class:`TrainState` (the state is
+    stacked p-major).
 
     Attributes:
       history: the per-epoch metrics, ``history.metrics[name]`` of shape ``(P, S, epochs)``.
@@ -85,18 +89,22 @@ class PopulationResult(NamedTuple):
 
     @property
     def histories(self) -> dict[str, np.ndarray]:
+        """Metric name -> ``(P, S, epochs)`` values, NaN after a member diverged."""
         return self.history.metrics
 
     @property
     def diverged(self) -> np.ndarray:
+        """``(P, S)`` booleans: the members stopped by a non-finite value (see ``non_finite``)."""
         return self.history.diverged
 
     @property
     def epoch_time_s(self) -> np.ndarray:
+        """``(epochs,)`` wall seconds of each epoch of the whole population."""
         return self.history.epoch_time_s
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the same for every member)."""
         return self.history.steps_per_epoch
 
 

@@ -191,7 +191,7 @@ def test_vmap_over_seeds_in_build():
     keys = jax.random.split(jax.random.key(0), 3)
     states = jax.vmap(lambda k: nnx.split(models.build("mlp", (8, 8, 1), 10, seed=k))[1])(keys)
     kernel = states["head"]["kernel"][...]
-    assert kernel.shape == (3, 1000, 10)
+    assert kernel.shape == (3, 100, 10)  # the default: one hidden layer of 100 units
     assert not np.allclose(kernel[0], kernel[1])
     one = models.build("mlp", (8, 8, 1), 10, seed=keys[1])
     np.testing.assert_allclose(kernel[1], one.head.kernel[...], rtol=1e-6)
