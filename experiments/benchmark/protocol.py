@@ -42,7 +42,8 @@ def deepobs_grid(size: int = 36) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
     """A registered optimizer and the hyperparameters held fixed (the rate is tuned):
-    written ``name`` or ``name:key=value:key=value`` (``momentum:momentum=0.99``)."""
+    written ``name`` or ``name:key=value:key=value`` (``momentum:momentum=0.99``), ``name``
+    also a researcher's ``MODULE:FACTORY``."""
 
     name: str
     fixed: tuple[tuple[str, float], ...] = ()
@@ -56,14 +57,15 @@ class OptimizerSpec:
 
 
 def parse_optimizer(text: str) -> OptimizerSpec:
-    """An :class:`OptimizerSpec` from ``name[:key=value...]``, checked against the registry."""
-    name, *settings = (part.strip() for part in text.split(":"))
-    known = opt.available()
-    if name not in known:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(known)}")
+    """An :class:`OptimizerSpec` from ``OPTIMIZER[:key=value...]``, where ``OPTIMIZER`` is a
+    registered name or a researcher's ``MODULE:FACTORY`` (``my_opt.py:my_sgd``; registered
+    on the way by ``opt.resolve``), checked against the registry."""
+    parts = [part.strip() for part in text.split(":")]
+    split = 2 if len(parts) > 1 and "=" not in parts[1] else 1  # MODULE:FACTORY, or a name
+    (name,) = opt.resolve([":".join(parts[:split])])
     options = opt.info(name).defaults
     fixed = []
-    for setting in settings:
+    for setting in parts[split:]:
         key, equals, value = setting.partition("=")
         if not equals or key not in options:
             raise ValueError(

@@ -124,8 +124,21 @@ def test_optimizer_specs_fix_hyperparameters_of_registered_optimizers():
     assert ("quadratic_deep", spec.label) in baselines.BASELINES
     with pytest.raises(ValueError, match="bogus"):
         protocol.parse_optimizer("adam:bogus=1")
-    with pytest.raises(ValueError, match="valid:"):
+    with pytest.raises(ValueError, match="nonexistent.*valid"):
         protocol.parse_optimizer("nonexistent")
+
+
+def test_a_researchers_own_optimizer_goes_through_the_same_spec(tmp_path):
+    module = tmp_path / "bench_own_optimizer.py"
+    module.write_text(
+        "import optax\n\n"
+        "def scaled_sgd(learning_rate, scale=1.0):\n"
+        "    return optax.sgd(learning_rate * scale)\n"
+    )
+    spec = protocol.parse_optimizer(f"{module}:scaled_sgd:scale=0.5")
+    assert spec.name == "scaled_sgd" and dict(spec.fixed) == {"scale": 0.5}
+    assert spec.label == "scaled_sgd:scale=0.5"
+    assert callable(spec.factory()(learning_rate=0.1).update)
 
 
 def test_quadratic_deep_has_deepobs_s_spectrum():
