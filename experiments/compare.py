@@ -55,7 +55,6 @@ from optlab.experiments import data as datasets
 from optlab.experiments import engine, report, tuning
 from optlab.experiments.engine.objectives import check_labels
 from optlab.experiments.engine.splits import as_splits, check_finite
-from tqdm.auto import tqdm
 
 COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
 EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")
@@ -536,13 +535,11 @@ def compare_and_report(args: argparse.Namespace) -> int:
 
     results = []
     total = len(cfg["optimizers"]) * cfg["epochs"]
-    with tqdm(
-        total=total, desc="compare", unit="epoch", dynamic_ncols=True, disable=not writes_report
-    ) as bar:
+    with report.Progress(total, "compare", disable=not writes_report) as progress:
         for name in cfg["optimizers"]:
-            bar.set_postfix_str(name)
+            progress.compiling(name)
             results.append(
-                compare_one(name, make_model, splits, config, cfg, lambda _: bar.update(), run_dir)
+                compare_one(name, make_model, splits, config, cfg, progress.epoch, run_dir)
             )
 
     meta = {

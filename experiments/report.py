@@ -43,6 +43,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from tqdm.auto import tqdm
 
 DASH = "—"
 
@@ -359,6 +360,60 @@ def write_summary(run_dir: Path, title: str, sections: Iterable[str]) -> Path:
     """Write ``summary.md``: a title, then the given Markdown sections."""
     path = Path(run_dir) / "summary.md"
     return atomic_write_text(path, f"# {title}\n\n" + "\n\n".join(sections) + "\n")
+
+
+class Progress:
+    """A progress bar over training epochs (tqdm, on stderr) whose time left counts training
+    only: compiling is shown as its own phase, and the estimate is the epochs left times the
+    mean training time of the epochs trained so far (``EpochReport.epoch_time_s``, which
+    compilation is not part of; restored epochs count as done but not in the mean).
+
+        with report.Progress(total_epochs, "adam-paper") as progress:
+            progress.compiling("Adam")
+            tuning.tune(..., on_epoch=progress.epoch)
+    """
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]"
+
+    def __init__(self, total: int | None, desc: str, *, disable: bool = False, leave=True):
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            bar_format=self.FORMAT if total else None,
+            unit="epoch",
+            dynamic_ncols=True,
+            disable=disable,
+            leave=leave,
+            file=sys.stderr,
+        )
+        self.trained_s: list[float] = []
+        self.label = ""
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def compiling(self, label: str) -> None:
+        """The next run (``label``) is being compiled; its first epoch ends the phase."""
+        self.label = label
+        self.bar.set_postfix_str(f"{label}: compiling", refresh=True)
+
+    def epoch(self, report=None, note: str = "") -> None:
+        """One epoch done (an ``on_epoch`` callback: ``report`` is its ``EpochReport``);
+        ``note`` is shown beside the time left (e.g. the best loss so far)."""
+        if report is not None and not report.restored:
+            self.trained_s.append(float(report.epoch_time_s))
+        self.bar.update()
+        self.bar.set_postfix_str(", ".join(filter(None, [self.label, note, self.time_left()])))
+
+    def time_left(self) -> str:
+        """``~M:SS left`` from training epochs only, or "" before any."""
+        if not self.trained_s or not self.bar.total:
+            return ""
+        seconds = (self.bar.total - self.bar.n) * float(np.mean(self.trained_s))
+        return f"~{tqdm.format_interval(seconds)} left"
 
 
 def new_figure(figsize: tuple[float, float] = (7, 4.5)) -> Figure:

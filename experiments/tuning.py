@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import optax
 from optlab import optimizers as opt
-from optlab.experiments import engine
+from optlab.experiments import engine, report
 
 LOWER_IS_BETTER = ("loss", "error")
 
@@ -162,10 +162,20 @@ def tune(
     or ``<split>_error``, added to the histories as ``100 · (1 − <split>_accuracy)``:
     losses and errors are minimised, accuracies maximised, at the last epoch, averaged over
     seeds. ``fit_options`` go to ``engine.fit_population``
-    (``loss``, ``on_epoch``, checkpointing, ``on_non_finite`` ...).
+    (``loss``, ``on_epoch``, checkpointing, ``on_non_finite`` ...). Without ``on_epoch`` the
+    population shows a progress bar of its own (:class:`report.Progress`), removed when done.
     """
-    population = engine.fit_population(make_model, make_tx, hparams, seeds, data, config,
-                                       **fit_options)  # fmt: skip
+    if "on_epoch" in fit_options:  # the caller shows its own progress
+        population = engine.fit_population(make_model, make_tx, hparams, seeds, data, config,
+                                           **fit_options)  # fmt: skip
+    else:  # a bar of its own for this population: compiling, then its epochs
+        with report.Progress(config.epochs, name or "training", leave=False) as progress:
+            settings = len(next(iter(hparams.values()))) if hparams else 1
+            progress.compiling(f"{settings} setting(s) × {len(seeds)} seed(s)")
+            population = engine.fit_population(
+                make_model, make_tx, hparams, seeds, data, config,
+                on_epoch=progress.epoch, **fit_options,
+            )  # fmt: skip
     histories = population.histories
     split, _, kind = select.rpartition("_")
     if kind == "error" and f"{split}_accuracy" in histories:  # e.g. test_error, in %

@@ -35,6 +35,7 @@ import json
 import math
 import numbers
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from optlab import optimizers
 from optlab.experiments import engine, tuning
 from optlab.experiments.data import split_validation
 from optlab.experiments.report import atomic_write_text, describe_machine, machine, peak_memory_mb
+from tqdm.auto import tqdm
 
 from . import canary, metrics, monitoring, options, strategies, trainer, triggers, validation
 from .registry import Registry, RegistryDamagedError, load_npz, save_npz
@@ -571,7 +573,9 @@ def run_stream(config: LoopConfig, out: str | Path, resume: bool = False, log=pr
         start = loop.registry.get_state("checkpoint")["user"] + 1
         if resume:
             log(f"resuming at user {start} of {loop.stream.num_users}")
-        for u in range(start, loop.stream.num_users):
+        users = tqdm(range(start, loop.stream.num_users), desc="continual", unit="user",
+                     initial=start, total=loop.stream.num_users, file=sys.stderr)  # fmt: skip
+        for u in users:
             rec = loop.process_user(u)
             canary_note = ""
             if "canary" in rec:

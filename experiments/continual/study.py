@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from optlab.experiments import engine, report
+from tqdm.auto import tqdm
 
 from . import metrics, options, trainer
 from .stream import DATASETS, apply_task, load_arrays, make_tasks
@@ -134,7 +136,9 @@ def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
     report.atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     arrays = load_arrays(config.dataset, config.data_dir, config.downsample)
     results: dict[str, dict[str, list[np.ndarray]]] = {}
-    with open(out / "metrics.jsonl", "w") as f:
+    runs = len(config.benchmarks) * len(config.regimes) * len(config.seeds)
+    bar = tqdm(total=runs, desc="continual study", unit="run", file=sys.stderr)
+    with open(out / "metrics.jsonl", "w") as f, bar:
         for bench in config.benchmarks:
             results[bench] = {}
             for name in config.regimes:
@@ -154,7 +158,9 @@ def run_study(config: StudyConfig, out: str | Path, log=print) -> dict:
                     def log_epoch(rec, base=base):
                         f.write(json.dumps({**base, "epoch": rec["task"], **rec}) + "\n")
 
+                    bar.set_postfix_str(f"{bench}, {name}, seed {seed}")
                     R = run_sequence(arrays, tasks, regime, config, seed, log_epoch)
+                    bar.update()
                     results[bench][name].append(R)
                     s = metrics.summarize(R)
                     f.write(json.dumps({**base, "kind": "summary", **s, "R": R.tolist()}) + "\n")

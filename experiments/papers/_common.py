@@ -646,9 +646,10 @@ def reproduce(
         },
     )
     results = []
-    for contender in exp.contenders:
-        print(f"[{exp.key}] training {contender.label} ...", flush=True)
-        results.append(train_contender(exp, contender, ds, size))
+    with report.Progress(len(exp.contenders) * size.epochs, exp.key) as progress:
+        for contender in exp.contenders:
+            progress.compiling(contender.label)
+            results.append(train_contender(exp, contender, ds, size, on_epoch=progress.epoch))
     curves = {r.label: r.tuned.curves(exp.metric) for r in results}
 
     with report.MetricsWriter(run_dir) as writer:

@@ -311,13 +311,12 @@ def train_fig4(ds, size: VAESize, grid, on_epoch=None) -> engine.PopulationResul
     )
 
 
-def print_fig4_progress(epoch_report: engine.EpochReport, epochs: int) -> None:
-    """One line per epoch: the best training −ELBO and how many runs have diverged."""
+def fig4_progress_note(epoch_report: engine.EpochReport) -> str:
+    """The best training −ELBO so far and how many runs have diverged."""
     losses = epoch_report.metrics["train_loss"]
     diverged = int(np.isnan(losses).sum())
     best = f"{np.nanmin(losses):.1f}" if diverged < losses.size else "—"
-    print(f"[fig4] epoch {epoch_report.epoch}/{epochs}: best training −ELBO {best}, "
-          f"{diverged} of {losses.size} diverged", flush=True)  # fmt: skip
+    return f"best −ELBO {best}, {diverged}/{losses.size} diverged"
 
 
 def fig4_final_table(grid, final: np.ndarray, size: VAESize) -> tuple[list[str], list[list]]:
@@ -446,8 +445,12 @@ def run_fig4(args, size: VAESize, make_run_dir):
             "machine": report.machine(),
         },
     )
-    print(f"[fig4] training {len(grid['b1'])} configurations × {size.seeds} seed(s) ...")
-    pop = train_fig4(ds, size, grid, on_epoch=lambda r: print_fig4_progress(r, size.epochs))
+    label = f"{len(grid['b1'])} configurations × {size.seeds} seed(s)"
+    with report.Progress(size.epochs, "fig4") as progress:
+        progress.compiling(label)
+        pop = train_fig4(
+            ds, size, grid, on_epoch=lambda r: progress.epoch(r, note=fig4_progress_note(r))
+        )
     with report.MetricsWriter(run_dir) as writer:
         shape = pop.histories["train_loss"].shape
         for p, s, e in itertools.product(*map(range, shape)):

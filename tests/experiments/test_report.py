@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 from optlab.experiments import report
+from optlab.experiments.engine import EpochReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -206,3 +207,16 @@ def test_peak_memory_prefers_the_device_peak_and_falls_back_to_the_process_peak(
     device = types.SimpleNamespace(memory_stats=lambda: {"peak_bytes_in_use": 3 * 2**20})
     monkeypatch.setattr(jax, "devices", lambda: [device])
     assert report.peak_memory_mb() == 3.0
+
+
+def test_progress_shows_compiling_then_time_left_from_training_epochs_only():
+    """The ETA once counted compilation (1:04:48 at the first epoch of a 2-minute run)."""
+    with report.Progress(5, "test") as progress:
+        progress.compiling("adam")
+        assert progress.bar.postfix == "adam: compiling" and progress.time_left() == ""
+        progress.epoch(EpochReport(1, {}, 0.0, restored=True))  # restored: done, not timed
+        progress.epoch(EpochReport(2, {}, 2.0, restored=False))
+        progress.epoch(EpochReport(3, {}, 4.0, restored=False), note="best 0.1")
+        assert progress.bar.n == 3
+        assert progress.time_left() == "~00:06 left"  # 2 epochs left × mean(2, 4) s
+        assert progress.bar.postfix == "adam, best 0.1, ~00:06 left"
