@@ -41,6 +41,14 @@ from optlab.optimizers.adam import (
     scale_by_radam,
 )
 from optlab.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from optlab.optimizers.factored import (
+    ScaleByFactoredRmsState,
+    ScaleBySM3State,
+    adafactor,
+    scale_by_factored_rms,
+    scale_by_sm3,
+    sm3,
+)
 from optlab.optimizers.galore import (
     GaLoreDimensionNumbers,
     ScaleByGaloreState,
@@ -56,6 +64,7 @@ from optlab.optimizers.madgrad import (
     scale_by_madgrad,
 )
 from optlab.optimizers.momo import ScaleByMomoAdamState, ScaleByMomoState, momo, momo_adam
+from optlab.optimizers.adopt import adopt, scale_by_adopt
 from optlab.optimizers.muon import (
     ScaleByMuonState,
     muon,
@@ -97,6 +106,7 @@ from optlab.optimizers.registry import (
     resolve,
 )
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.schedule_free import (
     ScheduleFreeState,
     eval_params,
@@ -105,7 +115,6 @@ from optlab.optimizers.schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
-from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
@@ -165,6 +174,7 @@ __all__ = [
     "adagrad_paper",
     "adam",
     "adam_efficient",
+    "adopt",
     "adamax",
     "adamax_paper",
     "adamw",
@@ -191,6 +201,7 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adam_efficient",
+    "scale_by_adopt",
     "scale_by_adamax",
     "scale_by_amsgrad",
     "scale_by_belief",
@@ -228,6 +239,12 @@ __all__ = [
     "optimistic_adam_v2",
     "optimistic_gradient_descent",
     "polyak_sgd",
+    "sm3",
+    "adafactor",
+    "ScaleByFactoredRmsState",
+    "ScaleBySM3State",
+    "scale_by_factored_rms",
+    "scale_by_sm3",
     "rprop",
     "scale_by_adan",
     "scale_by_novograd",

@@ -65,3 +65,8 @@ def learning_rate(value) -> None:
             "(Optax's adadelta treats None as no scaling, which climbs the gradient)."
         )
     non_negative("learning_rate", value)
+
+
+def unit_interval(name: str, value) -> None:
+    """Raise ValueError unless ``0 ≤ value ≤ 1`` (a decay that may be 1: SM3's β₂)."""
+    _check(name, value, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")

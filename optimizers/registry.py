@@ -35,6 +35,7 @@ from optlab.optimizers.galore import galore
 from optlab.optimizers.lamb import fromage, lamb, lars
 from optlab.optimizers.lion import lion
 from optlab.optimizers.madgrad import madgrad, madgrad_paper
+from optlab.optimizers.adopt import adopt
 from optlab.optimizers.muon import muon
 from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
 from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
@@ -146,6 +147,7 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     # Schedule-Free: z (+ v); the engine evaluates at x = eval_params(state, params).
     "schedule_free_adamw": (schedule_free_adamw, 2, 2.5e-3, "adam", _DEFAZIO),
     "schedule_free_sgd": (schedule_free_sgd, 1, 0.1, "sgd", _DEFAZIO),
+    "adopt": (adopt, 2, 1e-3, "adam", "Taniguchi et al., NeurIPS 2024"),
     # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).
     "madgrad": (madgrad, 3, 1e-2, "adaptive", "Defazio & Jelassi, JMLR 2022"),
     "madgrad_paper": (madgrad_paper, 3, 1e-2, "adaptive", "Defazio & Jelassi, Algorithm 1"),

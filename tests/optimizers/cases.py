@@ -129,6 +129,32 @@ def scaling_as_learning_rate(factory):
     return build
 
 
+def scalars_as_vectors(factory):
+    """``factory`` (sm3) seeing each scalar leaf as a vector of one: Optax's ``scale_by_sm3``
+    indexes a per-axis accumulator that a scalar does not have (IndexError)."""
+
+    def build(**kwargs):
+        tx = factory(**kwargs)
+
+        def widen(tree):
+            return jax.tree.map(lambda x: x.reshape(1) if x.ndim == 0 else x, tree)
+
+        def update(updates, state, params=None):
+            widened, state = tx.update(widen(updates), state, widen(params))
+            return jax.tree.map(lambda u, g: u.reshape(g.shape), widened, updates), state
+
+        return optax.GradientTransformation(lambda params: tx.init(widen(params)), update)
+
+    build.__name__ = factory.__name__
+    return build
+
+
+# adafactor with momentum, no parameter scale: Optax's ema state (block 3) as sgdm's.
+ADAFACTOR_MOMENTUM_STATE = StateMap(
+    renames=(("[3].ewma", "[3].ema"),), reference_only=("[3].count",)
+)
+
+
 # signum: Optax's ema state as sgdm's. Optimistic methods: Optax marks the first step with
 # a bool ``is_initial_step``, ours counts steps (every state leaf a number of the registry's
 # dtypes).
@@ -138,6 +164,11 @@ OPTIMISTIC_ADAM_STATE = StateMap(ours_only=("[1].count",), reference_only=("[1].
 
 # muon: Optax keeps its constant Newton–Schulz coefficients in the state; ours does not.
 MUON_STATE = StateMap(reference_only=(".inner_states['muon'].inner_state[0].ns_coeffs",))
+
+def _adopt_clip(t):
+    """A clip value other than ADOPT's t^{1/4}: 0.5 + √t."""
+    return 0.5 + t**0.5
+
 
 CASES = [
     Case("sgd", opt.sgd, optax.sgd, dict(learning_rate=0.05)),
@@ -374,6 +405,40 @@ CASES = [
         fed_loss_value(scaling_as_learning_rate(optax.polyak_sgd)),
         dict(learning_rate=0.5, max_learning_rate=0.4, f_min=0.5, eps=1e-3, variant="sps+"),
     ),
+    Case(
+        "sm3", scalars_as_vectors(opt.sm3), scalars_as_vectors(optax.sm3), dict(learning_rate=0.1)
+    ),
+    Case(
+        "sm3",
+        scalars_as_vectors(opt.sm3),
+        scalars_as_vectors(optax.sm3),
+        dict(learning_rate=0.1, momentum=0.5),
+    ),
+    Case("adafactor", opt.adafactor, optax.adafactor, dict(learning_rate=0.01)),
+    Case(
+        "adafactor",
+        opt.adafactor,
+        optax.adafactor,
+        dict(
+            learning_rate=0.01,
+            min_dim_size_to_factor=2,
+            decay_rate=0.7,
+            multiply_by_parameter_scale=False,
+            clipping_threshold=0.5,
+            momentum=0.9,
+            dtype_momentum=jnp.bfloat16,
+            weight_decay_rate=0.01,
+            eps=1e-20,
+            weight_decay_mask=_decay_matrices,
+        ),
+        ADAFACTOR_MOMENTUM_STATE,
+    ),
+    Case(
+        "adafactor",
+        opt.adafactor,
+        optax.adafactor,
+        dict(learning_rate=0.01, min_dim_size_to_factor=3, factored=True, clipping_threshold=None),
+    ),
     # Muon: its matrices ((5, 3)) orthogonalised, the other leaves through AdamW.
     Case("muon", opt.muon, optax.contrib.muon, dict(learning_rate=0.02), MUON_STATE),
     Case(
@@ -453,6 +518,23 @@ CASES = [
             state_dtype=jnp.float32,
         ),
     ),
+    # ADOPT: its first step only sets v (a zero update).
+    Case("adopt", opt.adopt, optax.contrib.adopt, dict(learning_rate=0.01)),
+    Case(
+        "adopt",
+        opt.adopt,
+        optax.contrib.adopt,
+        dict(
+            learning_rate=0.01,
+            b1=0.8,
+            b2=0.99,
+            eps=1e-4,
+            mu_dtype=jnp.bfloat16,
+            nesterov=True,
+            clip_value_fn=_adopt_clip,
+        ),
+    ),
+    Case("adopt", opt.adopt, optax.contrib.adopt, dict(learning_rate=0.01, use_clipping=False)),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
     Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),
     Case(

@@ -60,6 +60,7 @@ SETTINGS = {
     "muon": dict(learning_rate=1e-2),  # vectors: its AdamW (Nesterov) fallback
     "schedule_free_adamw": dict(learning_rate=1e-2),
     "schedule_free_sgd": dict(learning_rate=1e-2),
+    "adopt": dict(learning_rate=1e-2),
     # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
     "madgrad": dict(learning_rate=1e-2),
     "madgrad_paper": dict(learning_rate=1e-2),
