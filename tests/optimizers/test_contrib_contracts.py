@@ -1,5 +1,5 @@
 """The contracts of the optax.contrib optimizers beyond one ``update(grads, state, params)``:
-Schedule-Free's evaluation parameters."""
+Schedule-Free's evaluation parameters, ADOPT under ``inject_hyperparams``."""
 
 import chex
 import jax
@@ -11,8 +11,9 @@ from optlab import optimizers as opt
 from optlab.optimizers.finite import skip_non_finite
 
 
-def _two_steps(tx, params):
-    state = tx.init(params)
+def _two_steps(tx, params, state=None):
+    """Parameters and state after two steps (gradients fixed), from ``tx.init`` or ``state``."""
+    state = tx.init(params) if state is None else state
     for g in ({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 0.5])}):
         updates, state = tx.update(g, state, params)
         params = optax.apply_updates(params, updates)
@@ -66,3 +67,19 @@ def test_schedule_free_refuses_b1_zero():
         opt.schedule_free_sgd(0.1, b1=0)
     with pytest.raises(ValueError, match=r"warmup_steps=0 is invalid"):
         opt.schedule_free_adamw(0.1, warmup_steps=0)
+
+
+def test_adopt_learning_rate_is_injected_at_run_time():
+    """Under inject_hyperparams the default clip_value_fn (a callable) arrives as its value
+    at the wrapper's step count, which is ADOPT's own t: the same updates as without it.
+    (Optax 0.2.8's adopt fails there: it calls the value.)"""
+    injected = optax.inject_hyperparams(opt.adopt)(learning_rate=0.1)
+    params = {"w": jnp.array([1.0, 3.0])}
+    chex.assert_trees_all_close(
+        _two_steps(injected, params)[0], _two_steps(opt.adopt(0.1), params)[0], rtol=1e-6
+    )
+    with pytest.raises(TypeError, match="not callable"):
+        _two_steps(optax.inject_hyperparams(optax.contrib.adopt)(learning_rate=0.1), params)
+    state = injected.init(params)
+    state.hyperparams["learning_rate"] = jnp.zeros(())
+    chex.assert_trees_all_equal(_two_steps(injected, params, state)[0], params)

@@ -97,7 +97,7 @@ HUGE = {
         "galore",  # vectors go to its Adam
         "acprop",  # its first step is lr·g (no history yet); then 0
     },
-    "bounded by lr": {"adamax", "adamax_paper", "lion"},
+    "bounded by lr": {"adamax", "adamax_paper", "lion", "adopt"},  # adopt: under jit (docs)
     "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
 }  # fmt: skip
 # Update of the elements where g = ±inf (first step).
@@ -114,6 +114,7 @@ INFINITE = {
     "-inf·sign(g) (first step: its denominator holds no gradient yet)": {"acprop"},
     "-lr·sign(g)": {"lion"},
     "nan everywhere (trust ratio)": {"lamb"},
+    "0 (the first gradient only sets v)": {"adopt"},
 }  # fmt: skip
 
 
@@ -215,6 +216,8 @@ def test_infinite_gradients(name):
         assert np.all(np.isnan(u[:2]))
     elif category.startswith("-inf·sign(g)"):
         np.testing.assert_array_equal(u[:2], [-INF, INF])
+    elif category == "0 (the first gradient only sets v)":
+        np.testing.assert_array_equal(u, 0.0)
     else:
         np.testing.assert_allclose(u[:2], [-lr, lr], rtol=0.01)
 

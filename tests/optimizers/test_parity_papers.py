@@ -198,6 +198,26 @@ def orabona_cocob(alpha):
     return rule
 
 
+def taniguchi_adopt(alpha, b1, b2, eps, clip):
+    """Taniguchi et al. 2024, Algorithm 1: v₀ = g₀² (θ stays), then for k = 1, 2, ...:
+    m ← β₁ m + (1 − β₁) g_k / max(√v, ε) ; θ ← θ − α m ; v ← β₂ v + (1 − β₂) g_k²; the
+    clipped form clips g_k / max(√v, ε) to ±k^{1/4} (their Sec. 4). Our step t is k + 1."""
+
+    def rule(x, g, t, s):
+        if t == 1:
+            s["v"], s["m"] = g**2, 0.0
+            return x
+        k = t - 1
+        n = g / np.maximum(np.sqrt(s["v"]), eps)
+        if clip:
+            n = np.clip(n, -(k**0.25), k**0.25)
+        s["m"] = b1 * s["m"] + (1 - b1) * n
+        s["v"] = b2 * s["v"] + (1 - b2) * g**2
+        return x - alpha * s["m"]
+
+    return rule
+
+
 PAPER_FORMS = {
     "adagrad_duchi": (opt.adagrad_paper(0.1, eps=1e-8), duchi_adagrad(0.1, 1e-8)),
     "adadelta_zeiler": (opt.adadelta_paper(), zeiler_adadelta(0.95, 1e-6)),
@@ -220,6 +240,14 @@ PAPER_FORMS = {
     "rmsprop_hinton": (opt.rmsprop(0.01, decay=0.9, eps=0.0), hinton_rmsprop(0.01)),
     "sgdm_ewma": (opt.sgdm(0.1, beta=0.9), ewma_momentum(0.1, 0.9)),
     "momentum_heavy_ball": (opt.heavy_ball(0.05, momentum=0.9), polyak_heavy_ball(0.05, 0.9)),
+    "adopt_algorithm1": (
+        opt.adopt(0.01, use_clipping=False),
+        taniguchi_adopt(0.01, 0.9, 0.9999, 1e-6, clip=False),
+    ),
+    "adopt_clipped": (
+        opt.adopt(0.05, b1=0.5, b2=0.99),
+        taniguchi_adopt(0.05, 0.5, 0.99, 1e-6, clip=True),
+    ),
     # Optax's contrib: MADGRAD's paper form, and Optax's forms with ε = 0 (DoG, DoWG) or
     # Optax's own defaults (COCOB: L₀ = ε instead of 0, the same once some |g| ≥ ε).
     "madgrad_algorithm1": (opt.madgrad_paper(0.01), defazio_madgrad(0.01, 0.9, 1e-6)),
