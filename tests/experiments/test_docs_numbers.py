@@ -36,6 +36,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "### `conditioning`": ("studies/raw/conditioning",),
         "### `lr-sensitivity`": ("studies/raw/lr-sensitivity",),
         "### `noise-redundancy`": ("studies/raw/noise-redundancy",),
+        "### `batch-regimes`": ("studies/raw/batch-regimes",),
         "### `generalisation`": ("studies/raw/generalisation",),
     },
     "results.md": {
