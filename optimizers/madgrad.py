@@ -58,7 +58,7 @@ def scale_by_madgrad(
             count=jnp.zeros([], jnp.int32),
             grad_sum_sq=optax.tree.zeros_like(params),
             s=optax.tree.zeros_like(params),
-            x0=jax.tree.map(lambda x: x, params),
+            x0=jax.tree.map(jnp.copy, params),  # a copy: params and state can both be donated
         )
 
     def update_fn(updates, state, params=None):

@@ -4,6 +4,8 @@ Each estimates its own step size from the distance travelled from ``x₀`` (DoG,
 D-Adaptation) or from a coin-betting wealth (COCOB); the ``learning_rate`` they take is a
 multiplier (a schedule's shape), 1.0 by default. Their scalar state is kept in the lowest
 float dtype of the parameters, as in Optax, so that bfloat16 parameters stay bfloat16.
+``x₀`` is stored as a copy of the parameters (Optax's state holds the caller's own arrays),
+so a step that donates both the parameters and the state does not donate a buffer twice.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def scale_by_dog(
         dtype = _scalar_dtype(params)
         return ScaleByDogState(
             count=jnp.zeros([], jnp.int32),
-            init_params=params,
+            init_params=jax.tree.map(jnp.copy, params),
             max_dist=jnp.asarray(initial, dtype=dtype),
             sum_sq_norm_grads=jnp.asarray(0.0, dtype=dtype),
         )
@@ -208,7 +210,7 @@ def scale_by_dowg(
         dtype = _scalar_dtype(params)
         initial = eps if init_estim_sq_dist is None else init_estim_sq_dist
         return ScaleByDowgState(
-            init_params=params,
+            init_params=jax.tree.map(jnp.copy, params),
             weighted_sq_norm_grads=jnp.asarray(0.0, dtype=dtype),
             estim_sq_dist=jnp.asarray(initial, dtype=dtype),
         )
@@ -283,7 +285,7 @@ def scale_by_cocob(alpha: float = 100.0, eps: float = 1e-8) -> optax.GradientTra
 
     def init_fn(params):
         return ScaleByCocobState(
-            init_particles=params,
+            init_particles=jax.tree.map(jnp.copy, params),
             cumulative_gradients=optax.tree.zeros_like(params),
             scale=optax.tree.scale(eps, optax.tree.ones_like(params)),
             subgradients=optax.tree.zeros_like(params),

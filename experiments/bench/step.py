@@ -44,6 +44,14 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[float], optax.GradientTransformation]] =
     "adabelief": optax.adabelief,
     "radam": optax.radam,
     "lamb": optax.lamb,
+    # Optax's contrib (the learning-rate-free ones take the same learning rate, a multiplier).
+    "madgrad": optax.contrib.madgrad,
+    "acprop": optax.contrib.acprop,
+    "dog": optax.contrib.dog,
+    "dowg": optax.contrib.dowg,
+    "cocob": optax.contrib.cocob,
+    "dadapt_adamw": optax.contrib.dadapt_adamw,
+    "galore": optax.contrib.galore,
 }
 
 # Real models' parameter trees: (registry name, input shape, options).
@@ -103,7 +111,9 @@ def stepper(tx: optax.GradientTransformation, params, grads) -> Callable[[], obj
     """A zero-argument callable doing one donated step on its own copy of ``params``."""
     step = jitted_step(tx)
     params = jax.tree.map(jnp.copy, params)
-    carry = [params, tx.init(params)]
+    # Some states hold the very arrays they were initialised from (Optax's dog, cocob,
+    # madgrad keep x₀ = params): a copy, so that donating params and state is legal.
+    carry = [params, jax.tree.map(jnp.copy, tx.init(params))]
 
     def run():
         carry[0], carry[1] = step(carry[0], carry[1], grads)
