@@ -40,6 +40,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "### `generalisation`": ("studies/raw/generalisation",),
     },
     "results.md": {
+        "## Adam Fig. 1": ("results/raw/adam-fig1",),
         "## Adam Fig. 2b": ("results/raw/adam-fig2b",),
         "## Adam Fig. 4": ("results/raw/adam-fig4",),
     },
