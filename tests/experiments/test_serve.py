@@ -50,6 +50,19 @@ def test_area_matrix_resizing_is_mean_pooling_on_a_divisible_size():
     assert eight[0, 3] == pytest.approx(0.5 / 3.5) and eight[1, 3] == pytest.approx(0.5 / 3.5)
 
 
+def test_image_checks_refuse_every_non_finite_or_out_of_range_pixel():
+    fmt = inputs.ImageFormat((8, 8, 1))
+    fine = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28)
+    fmt.check(fine, 9)
+    for value, failure in ((np.nan, "finite"), (np.inf, "finite"), (-0.01, "range"),
+                           (1.01, "range")):  # fmt: skip
+        bad = fine.copy()
+        bad[5, 7] = value
+        with pytest.raises(inputs.BadRequest, match=failure) as refused:
+            fmt.check(bad)
+        assert refused.value.status == 422
+
+
 def test_routing_keeps_users_on_their_version_and_widens_monotonically():
     users = [f"user-{i}" for i in range(4000)]
     on_canary = {}
