@@ -52,7 +52,7 @@ import numpy as np
 from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import data as datasets
-from optlab.experiments import engine, report, tuning
+from optlab.experiments import engine, report, tracking, tuning
 from optlab.experiments.engine.objectives import check_labels
 from optlab.experiments.engine.splits import as_splits, check_finite
 
@@ -119,6 +119,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="a NaN/Inf loss or gradient freezes the run as diverged (stop, default) or "
         "skips that update (skip)",
     )
+    parser.add_argument("--track", action="store_true", help=tracking.TRACK_HELP)
     parser.add_argument(
         "--data-parallel",
         action="store_true",
@@ -489,6 +490,8 @@ def run_folder_lock(out: str | None) -> contextlib.AbstractContextManager:
 
 def compare_and_report(args: argparse.Namespace) -> int:
     cfg = settings(args)
+    if args.track:
+        tracking.check_available()  # refused before any folder or training
     # Only process 0 writes the folder, so only it judges it: a process that starts after
     # process 0 wrote config.json must not take the folder for another run's.
     resuming = check_run_folder(args.out, cfg) if jax.process_index() == 0 else cfg["resume"]
@@ -554,4 +557,7 @@ def compare_and_report(args: argparse.Namespace) -> int:
     write_run(run_dir, cfg, results, meta)
     print(report.markdown_table(headers(cfg), summary_rows(results)))
     print(f"\nwrote {run_dir} in {meta['wall_time_s']:.1f} s")
+    if args.track:
+        tracking.log_compare(run_dir, meta["wall_time_s"])
+        print(f"tracked in MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri(run_dir)}")
     return 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
+from pathlib import Path
 
+from optlab.experiments import tracking
 from optlab.experiments.continual.loop import LoopConfig, run_stream
 from optlab.experiments.continual.options import InvalidOption
 from optlab.experiments.continual.study import REGIMES, StudyConfig, run_study
@@ -44,6 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small CPU size (< 2 min)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--study", choices=["optimizers"], help="run the optimizer study")
+    parser.add_argument("--track", action="store_true", help=tracking.TRACK_HELP)
     parser.add_argument("--dataset", choices=["digits", "mnist", "fashion_mnist"])
     parser.add_argument("--data-dir", help="folder holding mnist/ and fashion_mnist/ IDX files")
     parser.add_argument("--downsample", type=int, help="average-pool k×k (28×28 → 14×14: 2)")
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         "epochs": "epochs",
     }
     if args.study:
+        if args.track:
+            raise ValueError("--track logs the continual loop, not --study; drop one")
         config = _configured(
             QUICK_STUDY if args.quick else FULL_STUDY,
             args,
@@ -142,8 +148,14 @@ def run(args: argparse.Namespace) -> int:
         },
         **search,
     )
+    if args.track:
+        tracking.check_available()  # refused before anything runs
+    started = time.perf_counter()
     with RunFolderLock(args.out):  # a second process on this folder is refused
         report = run_stream(config, args.out, resume=args.resume)
+    if args.track:
+        tracking.log_continual(Path(args.out), time.perf_counter() - started)
+        print(f"tracked in MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri(args.out)}")
     led = report["ledger"]
     print(
         f"ledger: {report['arrived']} arrived = {led.get('trained', 0)} trained + "
