@@ -41,6 +41,7 @@ from optlab.optimizers.adam import (
     scale_by_radam,
 )
 from optlab.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from optlab.optimizers.adopt import adopt, scale_by_adopt
 from optlab.optimizers.factored import (
     ScaleByFactoredRmsState,
     ScaleBySM3State,
@@ -56,6 +57,7 @@ from optlab.optimizers.galore import (
     scale_by_galore,
 )
 from optlab.optimizers.lamb import fromage, lamb, lars, scale_by_trust_ratio
+from optlab.optimizers.lbfgs import ScaleByLbfgsState, lbfgs, scale_by_lbfgs
 from optlab.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from optlab.optimizers.madgrad import (
     ScaleByMadgradState,
@@ -64,7 +66,6 @@ from optlab.optimizers.madgrad import (
     scale_by_madgrad,
 )
 from optlab.optimizers.momo import ScaleByMomoAdamState, ScaleByMomoState, momo, momo_adam
-from optlab.optimizers.adopt import adopt, scale_by_adopt
 from optlab.optimizers.muon import (
     ScaleByMuonState,
     muon,
@@ -240,6 +241,9 @@ __all__ = [
     "optimistic_gradient_descent",
     "polyak_sgd",
     "sm3",
+    "lbfgs",
+    "ScaleByLbfgsState",
+    "scale_by_lbfgs",
     "adafactor",
     "ScaleByFactoredRmsState",
     "ScaleBySM3State",

@@ -155,6 +155,17 @@ ADAFACTOR_MOMENTUM_STATE = StateMap(
 )
 
 
+def without_linesearch(factory):
+    """``factory`` (lbfgs) with ``linesearch=None``, so ``update(g, state, params)`` needs no
+    loss; the line search itself is Optax's (tests/optimizers/test_extra_args.py)."""
+
+    def build(**kwargs):
+        return factory(linesearch=None, **kwargs)
+
+    build.__name__ = factory.__name__
+    return build
+
+
 # signum: Optax's ema state as sgdm's. Optimistic methods: Optax marks the first step with
 # a bool ``is_initial_step``, ours counts steps (every state leaf a number of the registry's
 # dtypes).
@@ -438,6 +449,20 @@ CASES = [
         opt.adafactor,
         optax.adafactor,
         dict(learning_rate=0.01, min_dim_size_to_factor=3, factored=True, clipping_threshold=None),
+    ),
+    Case(
+        "lbfgs",
+        without_linesearch(opt.lbfgs),
+        without_linesearch(optax.lbfgs),
+        # memory_size spelled out: not a DEFAULT_CASES row, since eager L-BFGS retraces its
+        # two-loop scans at every step (7 minutes on the CI's 2 cores); jit runs only.
+        dict(learning_rate=0.1, memory_size=10),
+    ),
+    Case(
+        "lbfgs",
+        without_linesearch(opt.lbfgs),
+        without_linesearch(optax.lbfgs),
+        dict(learning_rate=0.05, memory_size=3, scale_init_precond=False),
     ),
     # Muon: its matrices ((5, 3)) orthogonalised, the other leaves through AdamW.
     Case("muon", opt.muon, optax.contrib.muon, dict(learning_rate=0.02), MUON_STATE),
