@@ -41,6 +41,16 @@ from optlab.optimizers.adam import (
     scale_by_radam,
 )
 from optlab.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from optlab.optimizers.ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdemamixState,
+    ademamix,
+    ademamix_alpha_schedule,
+    ademamix_b3_schedule,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
 from optlab.optimizers.adopt import adopt, scale_by_adopt
 from optlab.optimizers.factored import (
     ScaleByFactoredRmsState,
@@ -159,6 +169,8 @@ __all__ = [
     "OptimizerInfo",
     "ScaleByAdaDeltaState",
     "ScaleByAdamState",
+    "ScaleByAdemamixState",
+    "ScaleBySimplifiedAdemamixState",
     "ScaleByAmsgradState",
     "ScaleByEwmaState",
     "ScaleByLionState",
@@ -175,6 +187,9 @@ __all__ = [
     "adagrad_paper",
     "adam",
     "adam_efficient",
+    "ademamix",
+    "ademamix_alpha_schedule",
+    "ademamix_b3_schedule",
     "adopt",
     "adamax",
     "adamax_paper",
@@ -202,6 +217,8 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adam_efficient",
+    "scale_by_ademamix",
+    "scale_by_simplified_ademamix",
     "scale_by_adopt",
     "scale_by_adamax",
     "scale_by_amsgrad",
@@ -222,6 +239,7 @@ __all__ = [
     "scale_by_trust_ratio",
     "sgd",
     "sgdm",
+    "simplified_ademamix",
     # Optax's other main-namespace optimizers
     "AddNoiseState",
     "ScaleByAdanState",

@@ -35,6 +35,7 @@ from optlab.optimizers.galore import galore
 from optlab.optimizers.lamb import fromage, lamb, lars
 from optlab.optimizers.lion import lion
 from optlab.optimizers.madgrad import madgrad, madgrad_paper
+from optlab.optimizers.ademamix import ademamix, simplified_ademamix
 from optlab.optimizers.adopt import adopt
 from optlab.optimizers.muon import muon
 from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
@@ -148,6 +149,9 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "schedule_free_adamw": (schedule_free_adamw, 2, 2.5e-3, "adam", _DEFAZIO),
     "schedule_free_sgd": (schedule_free_sgd, 1, 0.1, "sgd", _DEFAZIO),
     "adopt": (adopt, 2, 1e-3, "adam", "Taniguchi et al., NeurIPS 2024"),
+    "ademamix": (ademamix, 3, 1e-3, "adam", "Pagliardini, Ablin & Grangier, ICLR 2025"),
+    # simplified AdEMAMix: m is a sum (≈ g / (1 − β₁)), so its rate is ~100× smaller.
+    "simplified_ademamix": (simplified_ademamix, 2, 1e-5, "adam", "Morwani et al., 2025"),
     # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).
     "madgrad": (madgrad, 3, 1e-2, "adaptive", "Defazio & Jelassi, JMLR 2022"),
     "madgrad_paper": (madgrad_paper, 3, 1e-2, "adaptive", "Defazio & Jelassi, Algorithm 1"),

@@ -560,6 +560,46 @@ CASES = [
         ),
     ),
     Case("adopt", opt.adopt, optax.contrib.adopt, dict(learning_rate=0.01, use_clipping=False)),
+    # AdEMAMix (schedules of b3 and alpha: parity_papers; a float32 schedule widens
+    # Optax's bfloat16 state) and its simplified form.
+    Case("ademamix", opt.ademamix, optax.contrib.ademamix, dict(learning_rate=0.01)),
+    Case(
+        "ademamix",
+        opt.ademamix,
+        optax.contrib.ademamix,
+        dict(
+            learning_rate=0.01,
+            b1=0.8,
+            b2=0.99,
+            b3=0.999,
+            alpha=3.0,
+            eps=1e-6,
+            eps_root=1e-8,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+    ),
+    Case(
+        "simplified_ademamix",
+        opt.simplified_ademamix,
+        optax.contrib.simplified_ademamix,
+        dict(learning_rate=1e-4),
+    ),
+    Case(
+        "simplified_ademamix",
+        opt.simplified_ademamix,
+        optax.contrib.simplified_ademamix,
+        dict(
+            learning_rate=1e-4,
+            b1=0.9,
+            b2=0.99,
+            alpha=2.0,
+            eps=1e-6,
+            eps_root=1e-8,
+            weight_decay=0.01,
+            mask=_decay_matrices,
+        ),
+    ),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
     Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),
     Case(

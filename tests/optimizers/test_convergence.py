@@ -61,6 +61,8 @@ SETTINGS = {
     "schedule_free_adamw": dict(learning_rate=1e-2),
     "schedule_free_sgd": dict(learning_rate=1e-2),
     "adopt": dict(learning_rate=1e-2),
+    "ademamix": dict(learning_rate=1e-1),
+    "simplified_ademamix": dict(learning_rate=1e-4),  # m is a sum: ~100 g
     # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
     "madgrad": dict(learning_rate=1e-2),
     "madgrad_paper": dict(learning_rate=1e-2),

@@ -218,6 +218,24 @@ def taniguchi_adopt(alpha, b1, b2, eps, clip):
     return rule
 
 
+def pagliardini_ademamix(eta, b1, b2, b3, alpha, eps, warmup, weight_decay):
+    """Pagliardini et al. 2024, Algorithm 1 with its schedulers at step t (from 1):
+    α(t) = min(t α / T, α), β₃(t) = min(exp(ln β₁ ln β₃ / ((1 − t/T) ln β₃ + (t/T) ln β₁)), β₃);
+    m₁, m₂ (with β₃(t)), ν as EMAs; θ ← θ − η((m̂₁ + α(t) m₂)/(√ν̂ + ε) + λθ)."""
+
+    def rule(x, g, t, s):
+        a_t = min(t * alpha / warmup, alpha)
+        u = t / warmup
+        b3_t = min(np.exp(np.log(b1) * np.log(b3) / ((1 - u) * np.log(b3) + u * np.log(b1))), b3)
+        s["m1"] = b1 * s.get("m1", 0.0) + (1 - b1) * g
+        s["m2"] = b3_t * s.get("m2", 0.0) + (1 - b3_t) * g
+        s["nu"] = b2 * s.get("nu", 0.0) + (1 - b2) * g**2
+        m1_hat, nu_hat = s["m1"] / (1 - b1**t), s["nu"] / (1 - b2**t)
+        return x - eta * ((m1_hat + a_t * s["m2"]) / (np.sqrt(nu_hat) + eps) + weight_decay * x)
+
+    return rule
+
+
 PAPER_FORMS = {
     "adagrad_duchi": (opt.adagrad_paper(0.1, eps=1e-8), duchi_adagrad(0.1, 1e-8)),
     "adadelta_zeiler": (opt.adadelta_paper(), zeiler_adadelta(0.95, 1e-6)),
@@ -240,6 +258,15 @@ PAPER_FORMS = {
     "rmsprop_hinton": (opt.rmsprop(0.01, decay=0.9, eps=0.0), hinton_rmsprop(0.01)),
     "sgdm_ewma": (opt.sgdm(0.1, beta=0.9), ewma_momentum(0.1, 0.9)),
     "momentum_heavy_ball": (opt.heavy_ball(0.05, momentum=0.9), polyak_heavy_ball(0.05, 0.9)),
+    "ademamix_algorithm1": (
+        opt.ademamix(
+            0.01,
+            b3=opt.ademamix_b3_schedule(0.9, 0.999, 30),
+            alpha=opt.ademamix_alpha_schedule(5.0, 30),
+            weight_decay=0.01,
+        ),
+        pagliardini_ademamix(0.01, 0.9, 0.999, 0.999, 5.0, 1e-8, 30, 0.01),
+    ),
     "adopt_algorithm1": (
         opt.adopt(0.01, use_clipping=False),
         taniguchi_adopt(0.01, 0.9, 0.9999, 1e-6, clip=False),
