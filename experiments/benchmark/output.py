@@ -37,7 +37,9 @@ def percent(values: np.ndarray) -> str:
 def problem_rows(outcomes: Sequence[Outcome]) -> list[list[str]]:
     rows = []
     for o in outcomes:
-        flags = " (grid edge)" if o.at_grid_edge else ""
+        flags = (" (grid edge)" if o.at_grid_edge else "") + (
+            " (diverged)" if o.tuned.diverged else ""
+        )
         accuracy = percent(o.final["test_accuracy"]) if "test_accuracy" in o.final else report.DASH
         rows.append([
             o.optimizer,
@@ -84,9 +86,10 @@ def baseline_rows(outcomes: Sequence[Outcome], smaller: dict[str, list[str]]) ->
             continue
         metric = baseline.metric
         scale = 100.0 if "accuracy" in metric else 1.0
-        verdict = baselines.verdict(
-            o.final[metric], baseline.values, metric, smaller.get(o.problem, ())
-        )
+        reasons = [*smaller.get(o.problem, ())]
+        if o.problem in baselines.DIFFERENT_INSTANCE:
+            reasons.append("another problem instance (see below)")
+        verdict = baselines.verdict(o.final[metric], baseline.values, metric, reasons)
         seeds = ", ".join(str(run.seed) for run in baseline.runs)
         rows.append([
             o.problem, o.optimizer, metric + (" (%)" if scale == 100.0 else ""),
@@ -154,11 +157,12 @@ def write_summary(run_dir: Path, cfg: dict, outcomes: Sequence[Outcome], skipped
                   meta: dict) -> None:  # fmt: skip
     optimizers = cfg["optimizers"]
     solved_problems = list(dict.fromkeys(o.problem for o in outcomes))
-    smaller = cfg["smaller_than_deepobs"]
+    smaller = {name: why for name, why in cfg["smaller_than_deepobs"].items()
+               if name in solved_problems}  # fmt: skip
     size_line = (
         f"Learning-rate grid: {cfg['grid_size']} of DeepOBS's 36 rates 10⁻⁵…10²; "
         f"{cfg['seeds']} seeds for the chosen rate; epochs "
-        + ", ".join(f"{p} {cfg['epochs'][p]}" for p in cfg["problems"])
+        + ", ".join(f"{p} {cfg['epochs'][p]}" for p in solved_problems)
         + f"; batch size {cfg['batch_size'] or 'DeepOBS (128)'}"
         + (f"; training subsets of {cfg['train_size']} examples" if cfg["train_size"] else "")
         + "."
@@ -170,13 +174,13 @@ def write_summary(run_dir: Path, cfg: dict, outcomes: Sequence[Outcome], skipped
         "seeds.",
         size_line,
         (
-            "**Smaller than DeepOBS's protocol**, so every comparison with DeepOBS below is "
-            "indicative only: "
+            "**Smaller than DeepOBS's protocol** on these problems, so what they show about "
+            "DeepOBS's results is indicative only: "
             + "; ".join(f"{name}: {', '.join(why)}" for name, why in smaller.items())
             + "."
         )
         if smaller
-        else "The DeepOBS problems ran at DeepOBS's size.",
+        else "Every DeepOBS problem of this run ran at DeepOBS's size.",
     ]
     if skipped:
         sections.append(
@@ -213,7 +217,9 @@ def write_summary(run_dir: Path, cfg: dict, outcomes: Sequence[Outcome], skipped
                               rows) if rows else
         "No problem and optimizer of this run has a DeepOBS baseline (they exist for "
         "`quadratic_deep` and `fmnist_2c2d` with `sgd`, `momentum:momentum=0.99`, `adam`)."
-    ) + "\n\nVerdict rule and sources: `optlab.experiments.benchmark.baselines`. DeepOBS's "
+    ) + "".join(f"\n\n`{name}`: {why}." for name, why in baselines.DIFFERENT_INSTANCE.items()
+              if any(o.problem == name for o in outcomes))
+    + "\n\nVerdict rule and sources: `optlab.experiments.benchmark.baselines`. DeepOBS's "
         "values are final test values after 100 epochs, from these files of its baseline "
         "release:\n\n" + "\n".join(baseline_sources()))  # fmt: skip
     sections.append(
