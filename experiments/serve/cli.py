@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import jax
 import uvicorn
 from optlab.experiments.report import RunFolderLock
 
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if not Path(args.run).is_dir():
         raise OSError(f"--run {args.run}: no such run folder")
+    # A request's device call is tiny: running it in the calling thread (no hand-off to
+    # XLA's CPU thread pool) costs ~1/3 less CPU per request on CPU backends.
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
     with RunFolderLock(args.run):  # one server per run folder
         service = Service(config)
         r = service.rollout
