@@ -49,6 +49,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from optlab.experiments import parallel
 
 PyTree = Any
 STATE, META = "state", "meta"
@@ -130,16 +131,21 @@ def _leaf_specs(tree: PyTree) -> list[dict[str, Any]]:
 
 def state_digest(arrays: list) -> str:
     """SHA-256 (hex) of ``b_1 ‖ b_2 ‖ … ‖ b_n``, ``b_i`` the C-order bytes of leaf ``i`` on
-    the host (the leaves as :func:`_to_arrays` lists them, PRNG keys as key data)."""
+    the host (the leaves as :func:`_to_arrays` lists them, PRNG keys as key data; a leaf
+    replicated over several processes' devices by this process's own copy)."""
     digest = hashlib.sha256()
     for leaf in arrays:
-        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+        digest.update(np.ascontiguousarray(parallel.host_value(leaf)).tobytes())
     return digest.hexdigest()
 
 
 def _host_readable(arrays: list) -> bool:
-    """Whether this process holds every element of every leaf (a digest needs them all)."""
-    return all(getattr(leaf, "is_fully_addressable", True) for leaf in arrays)
+    """Whether this process holds every element of every leaf (a digest needs them all):
+    each leaf is on its own devices, or replicated on every device (under several processes,
+    a copy on each process)."""
+    return all(
+        getattr(leaf, "is_fully_addressable", True) or leaf.is_fully_replicated for leaf in arrays
+    )
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:

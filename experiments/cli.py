@@ -68,6 +68,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "reproduce Kingma & Ba's Adam paper (Figs. 1-4)",
     ),
     "adadelta-paper": ("optlab.experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
+    "launch": (
+        "optlab.experiments.launch",
+        "run an optlab command as one process of a multi-process (multi-host) JAX job",
+    ),
 }
 
 

@@ -14,8 +14,11 @@ The engine's epoch is unchanged; only where the arrays live changes:
 * the training set itself is replicated (the per-epoch permutation indexes all of it).
 
 Under one process the mesh spans ``jax.devices()``; after
-``jax.distributed.initialize(...)`` on every host it spans every host's devices (see
-docs/performance.md, "Beyond one device").
+``jax.distributed.initialize(...)`` on every process (``optlab launch``,
+:mod:`experiments.launch`) it spans every process's devices. Then every process holds the
+same host values (same data, same seeds): :func:`place` puts each process's own copy on its
+local devices (``jax.make_array_from_process_local_data``, nothing crosses processes), and
+:func:`fetch` reads results back, gathering over processes only what is not replicated.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -102,3 +106,47 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
 def shard_batch(x: jax.Array, mesh: Mesh) -> jax.Array:
     """Constrain a minibatch (inside ``jit``) to be split over ``"data"`` by examples."""
     return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
+
+
+def place(tree: PyTree, shardings: PyTree) -> PyTree:
+    """``tree`` on the devices of ``shardings`` (one sharding per leaf, or one for all).
+
+    Under one process, ``jax.device_put``. Under several, every process passes the same
+    values and puts its own copy on its local devices
+    (``jax.make_array_from_process_local_data`` with the global shape: each device takes
+    its slice), so no data crosses processes and no process checks the others' values.
+    PRNG keys travel as their key data.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    if not isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(place_leaf, tree, shardings)
+    return jax.tree.map(lambda leaf: place_leaf(leaf, shardings), tree)
+
+
+def place_leaf(leaf, sharding: jax.sharding.Sharding) -> jax.Array:
+    """One leaf placed by :func:`place` under several processes."""
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = place_leaf(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    host = np.asarray(leaf)
+    return jax.make_array_from_process_local_data(sharding, host, host.shape)
+
+
+def host_value(leaf) -> np.ndarray:
+    """The whole of ``leaf`` on this host.
+
+    A leaf that lives on other processes' devices too is read from this process's own
+    copy when it is replicated, and gathered from every process otherwise (a collective:
+    every process must call it, in the same order).
+    """
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+        return np.asarray(jax.device_get(leaf))
+    if leaf.is_fully_replicated:
+        return np.asarray(leaf.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
+def fetch(tree: PyTree) -> PyTree:
+    """:func:`host_value` of every leaf: the results every process reports alike."""
+    return jax.tree.map(host_value, tree)

@@ -256,14 +256,23 @@ def _message(what: str, leaves: list[str], gave_up_skipping: bool) -> str:
 
 
 def _place(states, splits: splits_lib.Splits, config: TrainConfig):
-    """``(states, train, mesh)`` on the default device, or on a data-parallel mesh."""
+    """``(states, train, mesh)`` on the default device, or on a data-parallel mesh (over
+    every process's devices after ``jax.distributed.initialize``; each process places its
+    own copy, :func:`parallel.place`)."""
     if not config.data_parallel:
         return states, jax.tree.map(jnp.asarray, splits.train), None
     mesh = parallel.data_mesh()
     parallel.check_batch_divisible(config.batch_size or splits.num_train, mesh)
-    states = jax.device_put(states, parallel.state_shardings(states, mesh))
-    train = jax.device_put(jax.tree.map(np.asarray, splits.train), parallel.replicated(mesh))
+    states = parallel.place(states, parallel.state_shardings(states, mesh))
+    train = parallel.place(jax.tree.map(np.asarray, splits.train), parallel.replicated(mesh))
     return states, train, mesh
+
+
+def _replicated(tree, mesh):
+    """``tree`` as it is, or with a mesh a full copy on each of its devices: the inputs a
+    compiled function takes beside the placed state (under several processes every input
+    must be a global array)."""
+    return tree if mesh is None else parallel.place(tree, parallel.replicated(mesh))
 
 
 HISTORY_BYTES_PER_MEMBER_EPOCH = 16 * 8  # up to 16 float64 metrics per member and epoch
@@ -272,7 +281,7 @@ HISTORY_BYTES_PER_MEMBER_EPOCH = 16 * 8  # up to 16 float64 metrics per member a
 def machine_memory_bytes() -> int:
     """The memory the run's state lives in: the device's limit where it reports one (a
     GPU), else this machine's physical memory."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -444,11 +453,12 @@ def fit_population(
                     on_epoch(history.report(epoch, restored=True))
         states, train, mesh = _place(states, splits, config)
         train_size = None if splits.train_size is None else jnp.int32(splits.train_size)
-        evals = {
+        evals = _replicated({
             name: splits_lib.eval_batches(tree, config.eval_batch_size)
             for name, tree in splits.evals.items()
-        }
-        args = (member_hparams, train, train_size, objective)
+        }, mesh)  # fmt: skip
+        objective = _replicated(objective, mesh)
+        args = (_replicated(member_hparams, mesh), train, _replicated(train_size, mesh), objective)
         static = (graphdef, make_tx, config.batch_size, config.compute_dtype, skip, mesh, single)
         if start_epoch < config.epochs:
             train_epoch, compile_s = _compiled(
@@ -469,7 +479,8 @@ def fit_population(
             new_states, out, state_ok = train_epoch(states, *args)
             jax.block_until_ready(new_states)
             frozen = history.diverged.reshape(-1)
-            ok = np.asarray(state_ok) & (True if skip else np.asarray(out.losses_finite))
+            state_ok, losses_finite = parallel.fetch((state_ok, out.losses_finite))
+            ok = state_ok & (True if skip else losses_finite)
             suspect = ~ok & ~frozen
             newly_diverged = np.zeros(num_members, bool)
             if suspect.any():
@@ -480,14 +491,15 @@ def fit_population(
                 )  # fmt: skip
                 compile_s += seconds
                 replayed, checked_out, _ = checked_epoch(states, *args)
-                mask = jnp.asarray(suspect)
+                mask = _replicated(jnp.asarray(suspect), mesh)
                 new_states = _where_members(mask, replayed, new_states)
                 out = _where_members(mask, checked_out._replace(guard=None), out)
-                bad_step = np.asarray(checked_out.guard.first_bad_step)
+                guard = parallel.fetch(checked_out.guard)
+                bad_step = guard.first_bad_step
                 newly_diverged = suspect & (bad_step >= 0)
                 for index in np.flatnonzero(newly_diverged):
-                    what, leaves = describe_non_finite(checked_out.guard, index, skip)
-                    gave_up = skip and not gradients_finite(checked_out.guard, index)
+                    what, leaves = describe_non_finite(guard, index, skip)
+                    gave_up = skip and not gradients_finite(guard, index)
                     non_finite[int(index)] = (
                         f"non-finite values at epoch {epoch}, step {bad_step[index]}: "
                         f"{_message(what, leaves, gave_up)}"
@@ -497,7 +509,8 @@ def fit_population(
                                int(bad_step[index]),
                                what, leaves, member(new_states, index), history)  # fmt: skip
             if frozen.any():
-                new_states = _where_members(jnp.asarray(frozen), states, new_states)
+                new_states = _where_members(_replicated(jnp.asarray(frozen), mesh), states,
+                                            new_states)  # fmt: skip
             states = new_states
             jax.block_until_ready(states)
             epoch_time = time.perf_counter() - start
@@ -511,7 +524,7 @@ def fit_population(
                     values.update({f"{split}_{name}": value for name, value in metrics.items()})
             if skip:
                 values["skipped_steps"] = out.skipped
-            values = jax.device_get(values)
+            values = parallel.fetch(values)
             report = history.record(epoch, values, epoch_time,
                                     newly_diverged.reshape(num_configs, num_seeds))  # fmt: skip
             if checkpointer is not None:
