@@ -59,6 +59,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "download and verify the datasets (digits, MNIST, CIFAR-10)",
     ),
     "study": ("optlab.experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
+    "claims": (
+        "optlab.experiments.claims.cli",
+        "test every claim of the course notes: experiments, verdicts, a ledger",
+    ),
     "benchmark": (
         "optlab.experiments.benchmark.cli",
         "the DeepOBS protocol: tune the learning rate per problem as one vmapped population",
