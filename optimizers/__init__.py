@@ -116,6 +116,7 @@ from optlab.optimizers.registry import (
     register,
     resolve,
 )
+from optlab.optimizers.prodigy import ScaleByProdigyState, prodigy
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.schedule_free import (
@@ -177,6 +178,7 @@ __all__ = [
     "ScaleByMuonState",
     "ScaleByMomentumState",
     "ScaleByNadamState",
+    "ScaleByProdigyState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScheduleFreeState",
@@ -212,6 +214,7 @@ __all__ = [
     "nadam",
     "nadam_paper",
     "nesterov",
+    "prodigy",
     "radam",
     "rmsprop",
     "scale_by_adadelta",

@@ -47,6 +47,11 @@ def non_negative(name: str, value) -> None:
     _check(name, value, lambda v: math.isfinite(v) and v >= 0.0, "a finite number >= 0")
 
 
+def positive(name: str, value) -> None:
+    """Raise ValueError unless ``value`` > 0 and finite (a scale that is divided by)."""
+    _check(name, value, lambda v: math.isfinite(v) and v > 0.0, "a finite number > 0")
+
+
 def decay_rate(name: str, value) -> None:
     """Raise ValueError unless ``0 ≤ value < 1`` (β, ρ, momentum, decay)."""
     _check(name, value, lambda v: 0.0 <= v < 1.0, "in [0, 1)")

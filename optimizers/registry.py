@@ -38,6 +38,7 @@ from optlab.optimizers.madgrad import madgrad, madgrad_paper
 from optlab.optimizers.ademamix import ademamix, simplified_ademamix
 from optlab.optimizers.adopt import adopt
 from optlab.optimizers.muon import muon
+from optlab.optimizers.prodigy import prodigy
 from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
 from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
 from optlab.optimizers.noisy import noisy_sgd
@@ -152,6 +153,8 @@ _TABLE: dict[str, tuple[Callable, int, float, str, str]] = {
     "ademamix": (ademamix, 3, 1e-3, "adam", "Pagliardini, Ablin & Grangier, ICLR 2025"),
     # simplified AdEMAMix: m is a sum (≈ g / (1 − β₁)), so its rate is ~100× smaller.
     "simplified_ademamix": (simplified_ademamix, 2, 1e-5, "adam", "Morwani et al., 2025"),
+    # Prodigy: m, v, s and θ₀; learning_rate multiplies its own estimate d (1.0: none).
+    "prodigy": (prodigy, 4, 1.0, "parameter-free", "Mishchenko & Defazio, ICML 2024"),
     # Optax's contrib (MoMo needs the loss value in update: a factory, not an entry).
     "madgrad": (madgrad, 3, 1e-2, "adaptive", "Defazio & Jelassi, JMLR 2022"),
     "madgrad_paper": (madgrad_paper, 3, 1e-2, "adaptive", "Defazio & Jelassi, Algorithm 1"),

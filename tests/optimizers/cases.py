@@ -600,6 +600,23 @@ CASES = [
             mask=_decay_matrices,
         ),
     ),
+    # Prodigy: learning_rate multiplies its estimate d.
+    Case("prodigy", opt.prodigy, optax.contrib.prodigy, dict(learning_rate=1.0)),
+    Case(
+        "prodigy",
+        opt.prodigy,
+        optax.contrib.prodigy,
+        dict(
+            learning_rate=0.5,
+            betas=(0.8, 0.99),
+            beta3=0.9,
+            eps=1e-6,
+            estim_lr0=1e-4,
+            estim_lr_coef=0.5,
+            weight_decay=0.01,
+            safeguard_warmup=True,
+        ),
+    ),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
     Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),
     Case(

@@ -8,6 +8,7 @@ prints how many ran). Example counts are small because every new pytree shape co
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import chex
@@ -113,6 +114,8 @@ def reference_accepts(case, shape_tree) -> bool:
     ZeroDivisionError there (ours returns its empty update); Optax's galore fails on None
     leaves."""
     shapes = jax.tree.leaves(shape_tree, is_leaf=lambda x: isinstance(x, tuple))
+    if case.name == "prodigy":  # no elements: Optax's estimate d is 0/0 (ours keeps d)
+        return any(math.prod(s) > 0 for s in shapes)
     if case.name == "galore":  # Optax's galore reads a None leaf's dtype; ours passes it on
         return None not in jax.tree.leaves(shape_tree, is_leaf=lambda x: x is None)
     return case.name != "muon" or not any(len(s) == 2 and s[0] == 0 for s in shapes)
@@ -120,6 +123,8 @@ def reference_accepts(case, shape_tree) -> bool:
 
 def assert_parity(case, kwargs, shape_tree, dtype_name, seed):
     assume(reference_accepts(case, shape_tree))
+    # float16: Prodigy's d_lr·d·g (≈ 1e-12 at first) underflows, so ‖s‖₁ = 0 (see above)
+    assume(case.name != "prodigy" or dtype_name != "float16")
     dtype = jnp.float64 if dtype_name == "float64" else DTYPES[dtype_name]
     params = make_tree(shape_tree, dtype, seed)
     grads = make_tree(shape_tree, dtype, seed + 1, steps=STEPS)
