@@ -11,7 +11,11 @@ from optlab.optimizers import _checks
 
 
 class AddNoiseState(NamedTuple):
-    """Step count and the PRNG key of the next draw (a typed key, as in Optax)."""
+    """Step count and the key data (uint32) of the PRNG key of the next draw.
+
+    Optax keeps a typed key (``key<fry>``); ours keeps its raw data, so that the state is
+    plain arrays (NumPy, checkpoints, byte counts) and draws the same numbers.
+    """
 
     count: jax.Array
     rng_key: jax.Array
@@ -43,16 +47,17 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, key=0) -> optax.GradientTr
 
     def init_fn(params):
         del params
-        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=_key(key))
+        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=jax.random.key_data(_key(key)))
 
     def update_fn(updates, state, params=None):
         del params
         t = optax.safe_increment(state.count)
         standard_deviation = jnp.sqrt(eta / t**gamma)
-        rng_key, sample_key = jax.random.split(state.rng_key)
+        rng_key, sample_key = jax.random.split(jax.random.wrap_key_data(state.rng_key))
         noise = optax.tree.random_like(sample_key, updates, jax.random.normal)
         u = jax.tree.map(lambda g, z: g + standard_deviation * z, updates, noise)
-        return optax.tree.cast_like(u, updates), AddNoiseState(count=t, rng_key=rng_key)
+        new_state = AddNoiseState(count=t, rng_key=jax.random.key_data(rng_key))
+        return optax.tree.cast_like(u, updates), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -72,7 +77,8 @@ def noisy_sgd(
     Equals ``optax.noisy_sgd(learning_rate, eta, gamma, key)`` (η_n = 0.01, γ = 0.55,
     the paper's values). Optax's ``key=None`` warns and uses 0; ours defaults to 0
     without a warning. The noise is the same for every run given the same ``key``: vary
-    it to draw independent noise. State: the count and the key, no parameter-sized buffer.
+    it to draw independent noise. State: the count and the key's data (uint32, where
+    Optax keeps a typed key; the draws are the same), no parameter-sized buffer.
 
     Args:
       learning_rate: η ≥ 0, a float or an Optax schedule.

@@ -829,10 +829,16 @@ def assert_states_match(
         np.testing.assert_array_equal(mine[name], steps, err_msg=f"{label} {name}")
     for name in sorted(set(mine) & set(theirs)):
         a, b = mine[name], theirs[name]
-        assert a.dtype == b.dtype, (label, name, a.dtype, b.dtype)
+        assert _dtype(a) == _dtype(b), (label, name, a.dtype, b.dtype)
         np.testing.assert_allclose(
             _exact(a), _exact(b), rtol=rtol, atol=atol, err_msg=f"{label} state {name}"
         )
+
+
+def _dtype(x):
+    """``x``'s dtype, a typed PRNG key's as that of its key data (noisy_sgd keeps the data
+    where Optax keeps the key)."""
+    return jax.random.key_data(x).dtype if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x.dtype
 
 
 def _exact(x) -> np.ndarray:
