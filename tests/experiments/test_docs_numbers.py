@@ -38,6 +38,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "### `noise-redundancy`": ("studies/raw/noise-redundancy",),
         "### `batch-regimes`": ("studies/raw/batch-regimes",),
         "### `generalisation`": ("studies/raw/generalisation",),
+        "### `architectures`": ("studies/raw/architectures",),
     },
     "results.md": {
         "## Adam Fig. 1": ("results/raw/adam-fig1",),
