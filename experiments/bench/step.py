@@ -44,6 +44,22 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[float], optax.GradientTransformation]] =
     "adabelief": optax.adabelief,
     "radam": optax.radam,
     "lamb": optax.lamb,
+    # Optax's other main-namespace optimizers (optimistic_adam: v1 without its deprecation
+    # warning is optimistic_adam_v2 with alpha = beta = learning rate and unit scaling).
+    "sign_sgd": optax.sign_sgd,
+    "signum": optax.signum,
+    "yogi": optax.yogi,
+    "adamaxw": optax.adamaxw,
+    "nadamw": optax.nadamw,
+    "adan": optax.adan,
+    "noisy_sgd": functools.partial(optax.noisy_sgd, key=0),
+    "optimistic_gradient_descent": optax.optimistic_gradient_descent,
+    "optimistic_adam": lambda lr: optax.optimistic_adam_v2(1.0, alpha=lr, beta=lr),
+    "optimistic_adam_v2": optax.optimistic_adam_v2,
+    "novograd": optax.novograd,
+    "lars": optax.lars,
+    "fromage": optax.fromage,
+    "rprop": optax.rprop,
     # Optax's contrib (the learning-rate-free ones take the same learning rate, a multiplier).
     "madgrad": optax.contrib.madgrad,
     "acprop": optax.contrib.acprop,
