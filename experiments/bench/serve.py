@@ -14,7 +14,9 @@ slows both alike:
 The load generator is Debian's ``wrk`` (C, event-driven) with a Lua script that posts the
 JSON body of a 28 × 28 drawing (values to 3 decimals, as the drawing page sends) for 64
 users in turn. Each cell runs ``--seconds`` with ``c`` connections; wrk reports the
-latency percentiles (p50, p99) and the requests per second.
+latency percentiles (p50, p99) and the requests per second; the server's CPU time per
+request (``/proc/PID/stat`` before and after the cell) is the figure a shared machine
+disturbs least.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -49,14 +52,6 @@ from starlette.routing import Route
 CLIENTS = (1, 8, 32)
 USERS = 64
 UNITS_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, help="wrk duration per cell (default 5; quick 2)")
-    parser.add_argument(
-        "--clients", type=lambda t: tuple(int(v) for v in t.split(",")), help="e.g. 1,8,32"
-    )
-    parser.add_argument("--data-dir", help="MNIST for a 784-100-10 service model")
 
 
 def floor_app() -> Starlette:
@@ -115,17 +110,26 @@ def parse_wrk(text: str) -> dict:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if rate is None or 50 not in percentiles or 99 not in percentiles:
         raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    count = re.search(r"(\d+) requests in", text)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
     )
     return {
+        "requests": int(count.group(1)) if count else 0,
         "requests_per_s": float(rate.group(1)),
         "p50_ms": percentiles[50] * 1e3,
         "p99_ms": percentiles[99] * 1e3,
         "failed": (int(non_2xx.group(1)) if non_2xx else 0)
         + (sum(map(int, sockets.groups())) if sockets else 0),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its waited-for children (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -148,7 +152,7 @@ def server(cmd: list[str], port: int, log: Path):
                 httpx.post(f"http://127.0.0.1:{port}/predict", json={}, timeout=2)
                 break
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         try:
@@ -191,11 +195,16 @@ def service_run(folder: Path, data_dir: str | None) -> tuple[Path, str]:
     return run, model
 
 
-def wrk(url: str, clients: int, seconds: float, script: Path) -> dict:
+def wrk(server: tuple[str, int], clients: int, seconds: float, script: Path) -> dict:
+    """One wrk cell against ``server`` (url, pid), with the server's CPU time per request."""
+    url, pid = server
     threads = min(clients, 2)
     cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s"]
+    before = cpu_seconds(pid)
     done = subprocess.run([*cmd, str(script), url], capture_output=True, text=True, check=True)
-    return parse_wrk(done.stdout)
+    cell = parse_wrk(done.stdout)
+    cell["server_cpu_us"] = (cpu_seconds(pid) - before) / max(cell["requests"], 1) * 1e6
+    return cell
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -223,26 +232,29 @@ def measure(args: argparse.Namespace) -> dict:
         ]  # fmt: skip
         samples: dict[tuple[str, int], list[dict]] = {}
         with (
-            server(floor_cmd, ports[0], tmp / "floor.log") as floor_url,
-            server(service_cmd, ports[1], tmp / "service.log") as service_url,
+            server(floor_cmd, ports[0], tmp / "floor.log") as floor,
+            server(service_cmd, ports[1], tmp / "service.log") as service,
         ):
-            urls = {"floor": floor_url, "service": service_url}
-            for url in urls.values():  # warm-up
-                wrk(url, 8, 1.0, script)
+            servers = {"floor": floor, "service": service}
+            for target in servers.values():  # warm-up
+                wrk(target, 8, 1.0, script)
             for _ in range(rounds):
                 for c in clients:
-                    for name, url in urls.items():
-                        samples.setdefault((name, c), []).append(wrk(url, c, seconds, script))
+                    for name, target in servers.items():
+                        cell = wrk(target, c, seconds, script)
+                        samples.setdefault((name, c), []).append(cell)
     rows = []
     for (name, c), cells in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         row = {"app": name, "clients": c}
-        for key in ("requests_per_s", "p50_ms", "p99_ms"):
+        for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us"):
             row[key] = float(np.median([cell[key] for cell in cells]))
         row["failed"] = sum(cell["failed"] for cell in cells)
         rows.append(row)
     notes = [
         f"service model: {model}; floor: jitted 784-100-10 MLP, bare Starlette",
         f"wrk, {seconds:g} s per cell, {rounds} round(s) (median), apps measured in turns",
+        "server_cpu_us: the server process's CPU time (user + system, /proc) per request, "
+        "which a busy machine disturbs less than latency or throughput",
     ]
     config = {"seconds": seconds, "clients": list(clients), "rounds": rounds, "model": model}
     return {"config": config, "environment": timing.environment(), "rows": rows, "notes": notes}

@@ -474,8 +474,9 @@ Transfer/sec:      1.14MB
 
 def test_bench_serve_reads_wrk_and_scripts_its_body():
     cell = bench_serve.parse_wrk(WRK_OUTPUT)
-    assert cell == {"requests_per_s": 3190.55, "p50_ms": pytest.approx(0.616),
+    assert cell == {"requests": 6413, "requests_per_s": 3190.55, "p50_ms": pytest.approx(0.616),
                     "p99_ms": pytest.approx(1500.0), "failed": 6}  # fmt: skip
+    assert bench_serve.cpu_seconds(os.getpid()) > 0.0
     with pytest.raises(RuntimeError, match="cannot read wrk"):
         bench_serve.parse_wrk("wrk: connection refused")
     image = bench_serve.drawing()
