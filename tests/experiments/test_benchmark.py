@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from optlab.experiments import cli, report
+from optlab.experiments import data as datasets
 from optlab.experiments.benchmark import baselines, problems, profiles, protocol
 
 
@@ -152,6 +153,19 @@ def test_a_problem_without_its_data_is_skipped_with_the_reason(tmp_path):
     with pytest.raises(problems.Unavailable, match="cifar10") as caught:
         problems.build(problems.PROBLEMS["cifar10_3c3d"], data_dir=tmp_path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["mnist_logreg", "mnist_mlp", "fmnist_mlp", "fmnist_2c2d"])
+def test_mnist_problems_are_skipped_with_one_line_where_the_files_are_absent(monkeypatch, name):
+    def no_files(dataset, **options):
+        raise datasets.DataError(f"{dataset}: files missing and download=False.\nPut them in ...")
+
+    monkeypatch.setattr(problems.datasets, "load", no_files)
+    with pytest.raises(problems.Unavailable) as caught:
+        problems.build(problems.PROBLEMS[name])
+    reason = str(caught.value)
+    assert problems.PROBLEMS[name].needs in reason and "files missing" in reason
+    assert "\n" not in reason
 
 
 @pytest.mark.parametrize(
