@@ -43,6 +43,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "results.md": {
         "## Adam Fig. 1": ("results/raw/adam-fig1",),
         "## Adam Fig. 2b": ("results/raw/adam-fig2b",),
+        "## AdaMax vs Adam": ("results/raw/adam-adamax",),
         "## Adam Fig. 3 — CNN": ("results/raw/adam-fig3-quick",),
         "## Adam Fig. 4": ("results/raw/adam-fig4",),
     },
