@@ -49,13 +49,13 @@ from starlette.routing import Route
 
 from . import inputs, pages, retrain
 from . import rollout as rollouts
+from .cli import RETRAIN_MODES
 from .inputs import BadRequest
 from .model import MicroBatcher, Versions
 from .store import ServeStore
 
 log = logging.getLogger("optlab.serve")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-RETRAIN_MODES = ("auto", "manual")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,14 @@
-"""``optlab serve``: serve a continual run folder over HTTP (see the package docstring)."""
+"""``optlab serve``: serve a continual run folder over HTTP (see the package docstring).
+
+This module imports nothing heavy, so that ``optlab serve --help`` and a mistyped option
+answer at once; :func:`run` imports the service (JAX, the registry) when it runs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import jax
-import uvicorn
-from optlab.experiments.report import RunFolderLock
-
-from .app import RETRAIN_MODES, ServeConfig, Service, build_app
+RETRAIN_MODES = ("auto", "manual")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +30,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import jax  # noqa: PLC0415 - heavy: only when the command runs
+    import uvicorn  # noqa: PLC0415
+    from optlab.experiments.report import RunFolderLock  # noqa: PLC0415
+
+    from .app import ServeConfig, Service, build_app  # noqa: PLC0415
+
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     config = ServeConfig(
