@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -53,6 +54,7 @@ GLOO_CONNECTED = re.compile(rb"^[^\n]*(\[Gloo\] Rank|connected peer ranks)[^\n]*
 # Hide the runtime's INFO/WARNING/ERROR logs (its FATAL reason is parsed, see diagnose).
 RUNTIME_LOG_LEVEL = "3"
 PARENT_POLL_S = 1.0
+RESUME = "; restart every process (with --resume to continue from the last checkpoint)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +216,7 @@ def join(job: Job) -> None:
       ValueError: the coordinator's job has another number of processes (the one process 0
         was given wins).
     """
-    import jax  # noqa: PLC0415  (here, not at the top: the launcher and --help never load JAX)
+    import jax  # noqa: PLC0415  (see work)
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
@@ -249,10 +251,14 @@ def stop_with_launcher(launcher_pid: int) -> None:
 def work(job: Job, command: list[str]) -> int:
     """Join the job, run ``command``; leave through the bounded shutdown barrier on success.
 
-    A process that fails leaves at once (``os._exit``, after its one-line error): waiting
-    at the barrier for peers that are still training would only delay their own stop, which
-    the heartbeat brings within ``heartbeat_timeout``.
+    A process that fails leaves at once (``os._exit``, after its error): waiting at the
+    barrier for peers that are still training would only delay their own stop, which the
+    heartbeat brings within ``heartbeat_timeout``. A collective that fails (a peer died and
+    its connection dropped before the heartbeat timed out) is one line, like the runtime's
+    own stops (:func:`diagnose`); any other exception keeps its traceback.
     """
+    import jax  # noqa: PLC0415  (here, not at the top: the launcher and --help never load JAX)
+
     stop_with_launcher(os.getppid())
     try:
         join(job)
@@ -260,14 +266,28 @@ def work(job: Job, command: list[str]) -> int:
     except (ValueError, OSError) as err:
         print(f"optlab launch: error: {cli.one_line(err)}", file=sys.stderr)
         status = 2
+    except jax.errors.JaxRuntimeError as err:
+        print(f"optlab launch: error: {collective_failed(err, job)}", file=sys.stderr)
+        status = 2
+    except Exception:  # a bug: its traceback, then out without waiting at the barrier
+        traceback.print_exc()
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
     if status:
         os._exit(status)
-    import jax  # noqa: PLC0415  (see join)
-
     jax.distributed.shutdown()
     return 0
+
+
+def collective_failed(err: Exception, job: Job) -> str:
+    """One line for a collective that failed under this process (the first line of JAX's
+    error, e.g. Gloo's ``Connection reset by peer``)."""
+    return (
+        f"process {job.process_id} of {job.num_processes} stopped: a collective with the other "
+        f"processes failed, so another process died or lost its connection "
+        f"({cli.one_line(err)[:300]}){RESUME}"
+    )
 
 
 # --------------------------------------------------------------------------- the launcher
@@ -341,14 +361,13 @@ def diagnose(fatal: bytes | None, returncode: int, job: Job, reachable_now: bool
     ``fatal`` is the runtime's fatal log (None if there was none).
     """
     me = f"process {job.process_id} of {job.num_processes}"
-    resume = "; restart every process (with --resume to continue from the last checkpoint)"
     status = runtime_status(fatal) if fatal else ""
     if "stopped sending heartbeats" in status:
         dead = re.search(r"heartbeats\):\s*([\d,\s]+?)\s*The tasks", status)
         who = f"process {dead.group(1)}" if dead else "another process"
         return (
             f"{me} stopped: {who} died or stopped answering (no heartbeat for "
-            f"{job.heartbeat_timeout} s){resume}"
+            f"{job.heartbeat_timeout} s){RESUME}"
         )
     if "different incarnation" in status or "already in error" in status:
         twice = re.match(r"(\d+) unexpectedly", status.split(": ", 1)[-1])
@@ -366,9 +385,9 @@ def diagnose(fatal: bytes | None, returncode: int, job: Job, reachable_now: bool
             f"same --num-processes ({job.num_processes}) and its own --process-id"
         )
     if status:
-        return f"{me} stopped by the JAX distributed runtime: {status}{resume}"
+        return f"{me} stopped by the JAX distributed runtime: {status}{RESUME}"
     name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
-    return f"{me} was stopped by signal {name or -returncode}{resume}"
+    return f"{me} was stopped by signal {name or -returncode}{RESUME}"
 
 
 def supervise(job: Job, command: list[str]) -> int:
