@@ -39,15 +39,15 @@ from pathlib import Path
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": (
-        "optlab.experiments.compare",
+        "optlab.experiments.commands.compare",
         "train every optimizer on one dataset and compare them",
     ),
     "bench": (
-        "optlab.experiments.bench.cli",
+        "optlab.experiments.commands.bench",
         "performance benchmarks: optimizer steps, memory, training",
     ),
     "continual": (
-        "optlab.experiments.continual.cli",
+        "optlab.experiments.commands.continual",
         "continual learning with validation, canary rollout, monitoring and a model registry",
     ),
     "serve": (
@@ -55,7 +55,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "serve a continual run over HTTP: predictions, feedback, staged canary rollout",
     ),
     "data": (
-        "optlab.experiments.data.cli",
+        "optlab.experiments.commands.data",
         "download and verify the datasets (digits, MNIST, CIFAR-10)",
     ),
     "study": ("optlab.experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
@@ -68,10 +68,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "the DeepOBS protocol: tune the learning rate per problem as one vmapped population",
     ),
     "adam-paper": (
-        "optlab.experiments.papers.adam",
+        "optlab.experiments.commands.adam_paper",
         "reproduce Kingma & Ba's Adam paper (Figs. 1-4)",
     ),
-    "adadelta-paper": ("optlab.experiments.papers.adadelta", "reproduce Zeiler's ADADELTA paper"),
+    "adadelta-paper": (
+        "optlab.experiments.commands.adadelta_paper",
+        "reproduce Zeiler's ADADELTA paper",
+    ),
     "launch": (
         "optlab.experiments.launch",
         "run an optlab command as one process of a multi-process (multi-host) JAX job",

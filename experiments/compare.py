@@ -53,12 +53,12 @@ from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import data as datasets
 from optlab.experiments import engine, report, tracking, tuning
+from optlab.experiments.commands import DATASETS
 from optlab.experiments.engine.objectives import check_labels
 from optlab.experiments.engine.splits import as_splits, check_finite
 
 COURSE = ("sgd", "sgdm", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
 EXTENDED = ("adamw", "adamax", "nadam", "amsgrad", "lion", "adabelief", "radam", "lamb")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 NOT_CLASSIFIERS = ("vae",)
 # Small defaults so the whole comparison runs in about a minute on a laptop CPU.
 FULL = {"epochs": 20, "lr_grid_size": 5, "seeds": 3}
@@ -70,63 +70,6 @@ DEFINITION = ("dataset", "model", "model_options", "optimizers", "epochs", "batc
               "lr_grid_size", "validation", "on_non_finite")  # fmt: skip
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    parser.add_argument(
-        "--model",
-        default="mlp",
-        help="a models.available() classifier with its default options (default: mlp, one "
-        "hidden layer of 100 units)",
-    )
-    parser.add_argument(
-        "--optimizers",
-        default=None,
-        help="comma-separated registry names or MODULE:FACTORY of your own (default: the "
-        "course set and the extended family)",
-    )
-    parser.add_argument("--epochs", type=int, default=None, help="default 20 (--quick: 4)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
-    parser.add_argument(
-        "--lr-grid-size", type=int, default=None, help="learning rates per optimizer (default 5)"
-    )
-    parser.add_argument(
-        "--target-loss", type=float, default=0.1, help="training loss for 'epochs to target'"
-    )
-    parser.add_argument(
-        "--validation", type=float, default=0.2, help="fraction of training data held out"
-    )
-    parser.add_argument("--out", default=None, help="run folder (default runs/compare-<time>)")
-    parser.add_argument("--data-dir", default=None, help="where dataset files are")
-    parser.add_argument("--quick", action="store_true", help="a small run for tests and laptops")
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        help="checkpoint each optimizer's population every N epochs under OUT/checkpoints "
-        "(default: no checkpoints; --resume implies 1)",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its checkpoints (finished optimizers are not "
-        "retrained)",
-    )
-    parser.add_argument(
-        "--on-non-finite",
-        choices=engine.NON_FINITE_POLICIES,
-        default="stop",
-        help="a NaN/Inf loss or gradient freezes the run as diverged (stop, default) or "
-        "skips that update (skip)",
-    )
-    parser.add_argument("--track", action="store_true", help=tracking.TRACK_HELP)
-    parser.add_argument(
-        "--data-parallel",
-        action="store_true",
-        help="split each minibatch over all devices (batch size divisible by their number)",
-    )
-
-
 # --------------------------------------------------------------------------- choices
 
 
@@ -136,7 +79,10 @@ def resolve_optimizers(spec: str | None) -> list[str]:
     if spec is None:
         known = opt.available()
         return [name for name in (*COURSE, *EXTENDED) if name in known]
-    return opt.resolve(name.strip() for name in spec.split(",") if name.strip())
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--optimizers is empty; give names from {', '.join(opt.available())}")
+    return opt.resolve(names)
 
 
 def resolve_model(name: str) -> str:

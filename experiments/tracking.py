@@ -33,10 +33,6 @@ from typing import Any
 
 import numpy as np
 
-TRACK_HELP = (
-    "log the run to MLflow (a SQLite store in the run folder; MLFLOW_TRACKING_URI chooses "
-    "another); needs pip install 'optlab[tracking]'"
-)
 MISSING = "--track needs MLflow: pip install 'optlab[tracking]' (or pip install mlflow)"
 STORE = "mlflow.db"
 ARTIFACTS = "mlartifacts"

@@ -1,4 +1,5 @@
-"""``optlab bench BENCHMARK``: the command line of the benchmarks (see the package docstring)."""
+"""``optlab bench BENCHMARK``: running a benchmark and printing or writing its rows; the
+options are :mod:`experiments.commands.bench`'s (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from optlab.experiments.report import atomic_write_text
-
-BENCHMARKS: dict[str, str] = {
-    "step": "optimizer step (update + apply_updates) time: ours vs Optax",
-    "roofline": "bytes per parameter per step from the compiled HLO, and achieved bandwidth",
-    "memory": "optimizer-state bytes per parameter and peak memory of a step",
-    "train": "training throughput with our engine vs an equivalent PyTorch loop",
-    "population": "P vmapped training runs vs P sequential runs",
-    "precision": "bfloat16 vs float32 first moment (mu_dtype): state bytes, step time, accuracy",
-    "serve": "optlab serve's /predict under wrk: p50, p99, req/s at 1, 8, 32 clients vs a bare app",
-}
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, help_text in BENCHMARKS.items():
-        bench_parser = sub.add_parser(name, help=help_text, description=help_text)
-        bench_parser.add_argument(
-            "--quick", action="store_true", help="small sizes and few repeats (tests, laptops)"
-        )
-        bench_parser.add_argument("--out", type=pathlib.Path, help="write <benchmark>.json here")
-        bench_parser.add_argument("--repeats", type=int, help="timed repeats per candidate")
-        importlib.import_module(f"optlab.experiments.bench.{name}").add_arguments(bench_parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,11 +24,6 @@ def run(args: argparse.Namespace) -> int:
         path = write_result(args.out, args.benchmark, result, table)
         print(f"wrote {path}")
     return 0
-
-
-def csv_list(text: str) -> list[str]:
-    """``"a,b, c"`` -> ``["a", "b", "c"]`` (an argparse ``type``)."""
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def format_cell(value: Any) -> str:

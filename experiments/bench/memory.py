@@ -21,7 +21,6 @@ from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import engine
 from optlab.experiments.bench import roofline, step, timing
-from optlab.experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 INPUT_SHAPE = (28, 28, 1)
@@ -63,13 +62,6 @@ def step_memory(make_model, tx: optax.GradientTransformation, x, y) -> dict:
         jax.block_until_ready(compiled(jax.jit(make_state)(), batch))
         result["peak_device_bytes"] = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimizers", type=csv_list, help="comma-separated (default: all)")
-    parser.add_argument(
-        "--widths", type=lambda s: tuple(int(w) for w in csv_list(s)), help="MLP hidden widths"
-    )
 
 
 def measure(args: argparse.Namespace) -> dict:

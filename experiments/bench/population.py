@@ -118,17 +118,6 @@ def relative_param_diff(stacked, solos, initial) -> float:
     return float(max(ratios))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sizes", type=lambda s: [int(p) for p in s.split(",")], help="population sizes P"
-    )
-    parser.add_argument("--steps", type=int, help="minibatches per timed epoch")
-    parser.add_argument(
-        "--widths", type=lambda s: tuple(int(w) for w in s.split(",")), help="MLP hidden widths"
-    )
-    parser.add_argument("--synthetic", action="store_true", help="random data, no files read")
-
-
 def measure(args: argparse.Namespace) -> dict:
     sizes = args.sizes or ([1, 2, 4] if args.quick else [1, 4, 16, 32, 64])
     if min(sizes) < 1:

@@ -37,7 +37,6 @@ from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import data, engine
 from optlab.experiments.bench import roofline, step, timing
-from optlab.experiments.bench.cli import csv_list
 from optlab.experiments.bench.memory import state_bytes_per_param
 
 MU_DTYPES = ("float32", "bfloat16")
@@ -186,24 +185,6 @@ def optimizer_rows(name, states, traffic, times, finals, learning_rates) -> list
                     row.update({f"{metric}_{key}": value for key, value in summary.items()})
             rows.append(row)
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--optimizers", type=csv_list, help=f"default: {','.join(DEFAULT_OPTIMIZERS)}"
-    )
-    parser.add_argument("--dataset", choices=DATASETS, help="default: mnist (quick: digits)")
-    parser.add_argument("--train-size", type=int, help="training examples (default: 10000)")
-    parser.add_argument("--epochs", type=int, help="default: 5 (quick: 2)")
-    parser.add_argument("--seeds", type=int, help="seeds per population (default: 5; quick: 2)")
-    parser.add_argument(
-        "--learning-rates",
-        type=lambda s: [float(v) for v in csv_list(s)],
-        help="the same for both dtypes (default: 1e-3)",
-    )
-    parser.add_argument(
-        "--widths", type=lambda s: tuple(int(w) for w in csv_list(s)), help="MLP hidden widths"
-    )
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -30,7 +30,6 @@ import numpy as np
 import optax
 from optlab import optimizers as opt
 from optlab.experiments.bench import step, timing
-from optlab.experiments.bench.cli import csv_list
 
 ELEMENT_BYTES = {
     "pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4,
@@ -218,13 +217,6 @@ def adam_formulations(size: int, dtype) -> list[dict]:
             }
         )
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimizers", type=csv_list, help="comma-separated (default: all)")
-    parser.add_argument("--tree", default="one", choices=step.TREES)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--size", type=float, help="parameters (default 10e6; 100e6 on a GPU)")
 
 
 def measure(args: argparse.Namespace) -> dict:

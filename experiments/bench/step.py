@@ -20,7 +20,6 @@ from flax import nnx
 from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments.bench import timing
-from optlab.experiments.bench.cli import csv_list
 
 TREES = ("one", "many", "mlp", "vgg16")
 MANY_LEAVES = 200
@@ -68,6 +67,13 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[float], optax.GradientTransformation]] =
     "cocob": optax.contrib.cocob,
     "dadapt_adamw": optax.contrib.dadapt_adamw,
     "galore": optax.contrib.galore,
+    "muon": optax.contrib.muon,
+    "schedule_free_adamw": optax.contrib.schedule_free_adamw,
+    "schedule_free_sgd": optax.contrib.schedule_free_sgd,
+    "adopt": optax.contrib.adopt,
+    "ademamix": optax.contrib.ademamix,
+    "simplified_ademamix": optax.contrib.simplified_ademamix,
+    "prodigy": optax.contrib.prodigy,
 }
 
 # Real models' parameter trees: (registry name, input shape, options).
@@ -156,18 +162,6 @@ def optax_reference(name: str) -> str:
     """The Optax optimizer ``name`` is timed against: its counterpart, else Optax's Adam
     (a researcher's own optimizer, a paper form), the common baseline."""
     return name if name in OPTAX_COUNTERPARTS else "adam"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--optimizers",
-        type=csv_list,
-        help="comma-separated registry names or MODULE:FACTORY (default: all with an Optax "
-        "counterpart)",
-    )
-    parser.add_argument("--trees", type=csv_list, help=f"from {','.join(TREES)}")
-    parser.add_argument("--dtypes", type=csv_list, default=["float32", "bfloat16"])
-    parser.add_argument("--size", type=float, help="parameters of the one/many trees (10e6)")
 
 
 def measure(args: argparse.Namespace) -> dict:

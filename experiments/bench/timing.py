@@ -9,6 +9,7 @@ the median of its repeats and the interquartile range ``IQR = q3 - q1``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 import optax
 from optlab.experiments import report
+from tqdm.auto import tqdm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +70,23 @@ def interleaved(
 
     Returns:
       name -> ``Timing``.
+
+    A transient progress bar (stderr) shows the warm-up, then the timed rounds.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for fn in candidates.values():
-        for _ in range(warmup):
-            jax.block_until_ready(fn())
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            samples[name].append(time_once(fn))
+    label = " vs ".join(candidates)
+    with tqdm(total=repeats, desc=label, unit="round", leave=False, file=sys.stderr) as bar:
+        bar.set_postfix_str("warm-up (compiling)", refresh=True)
+        for fn in candidates.values():
+            for _ in range(warmup):
+                jax.block_until_ready(fn())
+        bar.set_postfix_str("timing")
+        samples: dict[str, list[float]] = {name: [] for name in candidates}
+        for _ in range(repeats):
+            for name, fn in candidates.items():
+                samples[name].append(time_once(fn))
+            bar.update()
     return {name: Timing.from_samples(s) for name, s in samples.items()}
 
 

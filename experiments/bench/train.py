@@ -37,7 +37,6 @@ from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import data, engine
 from optlab.experiments.bench import timing
-from optlab.experiments.bench.cli import csv_list
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
@@ -267,18 +266,6 @@ def torch_epoch(torch, model, x, y) -> Candidate:
         return float(torch.stack(losses).mean())
 
     return Candidate(run, train_loss)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workloads", type=csv_list, help=f"from {','.join(WORKLOADS)}")
-    parser.add_argument("--steps", type=int, help="steps per timed epoch (default: full for mlp)")
-    parser.add_argument("--synthetic", action="store_true", help="random data, no files read")
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        help="torch.set_num_threads(N) (default: torch's own, one per core); 1 avoids "
-        "OpenMP's collapse on a CPU shared with other busy processes",
-    )
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import cli, compare
+from optlab.experiments.commands import compare as compare_command
 
 from tests.experiments.test_run_folder import snapshot
 
@@ -46,7 +47,7 @@ def write_config(folder: Path, values) -> str:
 
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    compare.configure_parser(parser)
+    compare_command.configure_parser(parser)
     return parser
 
 
@@ -136,7 +137,7 @@ def test_usage_errors_are_one_line(capsys, argv, message):
 def test_a_line_break_in_a_value_stays_one_line(tmp_path, capsys, line_break, shown):
     """A form feed in ``--optimizers`` split the error over two lines (found by the fuzzer)."""
     argv = [*TINY[:2], f"--optimizers=sgd{line_break}bogus", "--out", str(tmp_path / "r")]
-    assert f"unknown optimizer(s) sgd{shown}bogus;" in refused(capsys, argv)
+    assert f"unknown optimizer 'sgd{shown}bogus';" in refused(capsys, argv)
 
 
 def test_an_empty_out_is_refused(capsys):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from optlab.experiments.data.dataset import DataError
-from optlab.experiments.data.loading import available, load, resolve_data_dir
+from optlab.experiments.commands import DATASETS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help=f"datasets (default: all of {available()})"
+        "names", nargs="*", metavar="NAME", help=f"datasets (default: all of {', '.join(DATASETS)})"
     )
     parser.add_argument(
         "--data-dir", default=None, help="data folder (default: $OPTLAB_DATA_DIR, ~/.cache/optlab)"
@@ -25,6 +24,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # here, not at the top: --help stays free of JAX and scikit-learn
+    from optlab.experiments.data.dataset import DataError
+    from optlab.experiments.data.loading import available, load, resolve_data_dir
+
     print(f"data directory: {resolve_data_dir(args.data_dir)}")
     failed = []
     for name in args.names or available():
