@@ -211,7 +211,6 @@ class Controller(threading.Thread):
     # ------------------------------------------------------------------ the thread
     def run(self) -> None:
         self.store = ServeStore(self.service.run)
-        self._recover_job()
         while not self.stopping:
             try:
                 first = self.inbox.get(timeout=self.service.config.poll_s)
@@ -367,21 +366,17 @@ class Controller(threading.Thread):
         return job
 
     def watch_job(self) -> None:
-        if self.process is not None and not self.process.is_alive():
+        """Record a job whose worker died without recording its end (killed, crashed)."""
+        if self.process is not None:
+            if self.process.is_alive():
+                return
             self.process.join()
             code, self.process = self.process.exitcode, None
-            if code != 0 and self.running():  # died without recording why (killed)
+            if code != 0 and self.running():
                 self._fail_job(f"worker exited with status {code}")
-
-    def _recover_job(self) -> None:
-        """A job left ``running`` by a previous server: keep waiting if its process lives."""
-        job = self.job()
-        if job is None or job["status"] != "running":
-            return
-        try:
-            os.kill(job.get("pid", -1), 0)
-        except (OSError, TypeError):
-            self._fail_job("interrupted: the server restarted and its worker is gone")
+        elif self.running() and not process_alive(self.job().get("pid")):
+            # a job a previous server started: its worker outlives a crash, and is waited for
+            self._fail_job("the worker of a previous server is gone")
 
     def _fail_job(self, error: str) -> None:
         with self.store.transaction():
@@ -408,6 +403,19 @@ class Controller(threading.Thread):
 
 
 # ---------------------------------------------------------------------------- the app
+
+
+def process_alive(pid) -> bool:
+    """Whether process ``pid`` exists (signal 0 probes without signalling)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JSON(Response):
@@ -493,7 +501,8 @@ def build_app(service: Service) -> Starlette:
         return JSON({"id": row_id, "stored": True, "version": f"v{served}", "digit": digit})
 
     async def retrain_now(request: Request) -> Response:
-        obj = await json_body(request) if int(request.headers.get("content-length", 0)) else {}
+        empty = request.headers.get("content-length", "0") == "0"
+        obj = {} if empty else await json_body(request)
         fault = obj.get("fault")
         if fault is not None and (fault not in retrain.FAULTS or not service.config.allow_faults):
             raise BadRequest(403, "fault injection is off (optlab serve --allow-faults)")

@@ -28,7 +28,7 @@ from optlab.experiments.bench import serve as bench_serve
 from optlab.experiments.continual import LoopConfig, run_stream
 from optlab.experiments.continual.registry import Registry, load_npz, save_npz
 from optlab.experiments.continual.stream import load_arrays
-from optlab.experiments.serve import inputs, rollout
+from optlab.experiments.serve import app, inputs, rollout
 from PIL import Image
 
 ALPHA = 0.05
@@ -94,6 +94,14 @@ def test_gate_waits_advances_promotes_and_rolls_back():
     assert back.action == "rollback" and back.after.canary is None and back.after.stable == 4
     assert back.decision.b == 8 and back.decision.c == 0
     assert back.decision.p_value == pytest.approx(0.5**8)
+
+
+def test_a_retrain_worker_is_alive_only_while_its_process_exists():
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    assert app.process_alive(os.getpid())
+    assert not app.process_alive(done.pid)
+    assert not app.process_alive(None) and not app.process_alive(-1)
 
 
 # ----------------------------------------------------------------------------- a server
