@@ -28,7 +28,8 @@ def test_help_and_a_mistyped_option_load_no_heavy_library(command):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0, 2], done.stderr
     assert result["heavy"] == [], f"optlab {command} --help imports {result['heavy']}"
-    assert done.stderr.startswith(f"optlab {command}: error: ") and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("optlab") and done.stderr.count("\n") == 1  # one line
+    assert "error: " in done.stderr and "Traceback" not in done.stderr
 
 
 def test_the_light_modules_list_the_programs_own_names():
