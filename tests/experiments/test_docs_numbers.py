@@ -46,6 +46,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "## AdaMax vs Adam": ("results/raw/adam-adamax",),
         "## Adam Fig. 3 — CNN": ("results/raw/adam-fig3-quick",),
         "## Adam Fig. 4": ("results/raw/adam-fig4",),
+        "## ADADELTA": ("results/raw/adadelta",),
     },
 }
 
