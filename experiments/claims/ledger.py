@@ -768,6 +768,11 @@ def measure_c21(r):
     )
 
 
+def study_verdict(text: str) -> str:
+    """``yes``, ``no`` or ``not measured``: the conditioning study's ``**Verdict: …**``."""
+    return re.search(r"\*\*Verdict: ([^*]+)\*\*", text).group(1).strip().lower()
+
+
 def measure_c22(r):
     c = r["conditioning"]
     decades, loses = {}, {}
@@ -776,8 +781,8 @@ def measure_c22(r):
         value, _ = conditioning.edge(scores["rotated"]["adam"], scores["aligned"]["adam"])
         label = "noisy" if noisy else "exact"
         decades[label] = value if math.isfinite(value) else None
-        loses[label] = bool(c["verdicts"][noisy][0])
-    figures = dict(adam_rotated_vs_aligned_decades=decades, diagonal_loses_edge=loses)
+        loses[label] = study_verdict(c["verdicts"][noisy][1])
+    figures = dict(adam_rotated_vs_aligned_decades=decades, diagonal_edge_verdict=loses)
     summary = (
         "Adam, log₁₀(aligned / rotated) in steps (or final loss): "
         + ", ".join(f"{k} {'±∞' if v is None else f'{v:+.2f}'}" for k, v in decades.items())

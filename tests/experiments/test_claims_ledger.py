@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from optlab.experiments import cli, data
-from optlab.experiments.claims import catalogue, rules
+from optlab.experiments.claims import catalogue, ledger, rules
 from optlab.experiments.claims import experiments as ex
 
 S, N, C, I = rules.SUPPORTED, rules.NOT_SUPPORTED, rules.CONDITIONS, rules.INDICATIVE
@@ -90,9 +90,11 @@ CASES = [
     ("C21", dict(plateau_checkpoints=2, plateau_curvature=[[-1e-4, 1.0], [0.0, 1.0]]), N),
     ("C21", dict(plateau_checkpoints=0, plateau_curvature=[]), I),
     ("C22", dict(adam_rotated_vs_aligned_decades={"exact": 0.1, "noisy": -0.2},
-                 diagonal_loses_edge={"exact": True, "noisy": True}), S),
+                 diagonal_edge_verdict={"exact": "yes", "noisy": "yes"}), S),
     ("C22", dict(adam_rotated_vs_aligned_decades={"exact": None, "noisy": -0.2},
-                 diagonal_loses_edge={"exact": True, "noisy": False}), N),
+                 diagonal_edge_verdict={"exact": "yes", "noisy": "no"}), N),
+    ("C22", dict(adam_rotated_vs_aligned_decades={"exact": 0.1, "noisy": -0.2},
+                 diagonal_edge_verdict={"exact": "yes", "noisy": "not measured"}), I),
     ("C23", dict(adam_noise_drop_pp=3.0, others_median_noise_drop_pp=6.0,
                  adam_duplicate_worse={"×2": False}), S),
     ("C23", dict(adam_noise_drop_pp=9.0, others_median_noise_drop_pp=6.0,
@@ -118,6 +120,11 @@ def test_a_small_run_is_only_indicative_but_keeps_what_the_rule_found():
     assert rules.verdict("C12", {**figures, "small_run": False})[0] == S
     verdict, outcome = rules.verdict("C12", {**figures, "small_run": True})
     assert (verdict, outcome.verdict) == (I, S)
+
+
+def test_the_conditioning_verdict_is_read_from_its_text():
+    assert ledger.study_verdict("**Verdict: Yes** — aligned they win") == "yes"
+    assert ledger.study_verdict("**Verdict: not measured** — no method") == "not measured"
 
 
 def test_plateau_and_double_well_helpers():
