@@ -117,3 +117,43 @@ def test_galore_refuses_dimension_numbers_that_do_not_cover_the_leaf():
     tx = opt.galore(1e-3, weight_dimension_numbers=opt.GaLoreDimensionNumbers(0, 1))
     with pytest.raises(ValueError, match=r"invalid for shape \(2, 3, 4\)"):
         tx.init({"w": jnp.ones((2, 3, 4))})
+
+
+# A hyperparameter besides the learning rate, traced under vmap like it.
+VMAPPED = {
+    "madgrad": ("momentum", [0.9, 0.5]),
+    "acprop": ("b2", [0.999, 0.99]),
+    "dog": ("eps", [1e-8, 1e-4]),
+    "dowg": ("eps", [1e-4, 1e-2]),
+    "cocob": ("alpha", [100.0, 10.0]),
+    "dadapt_adamw": ("estim_lr0", [1e-6, 1e-3]),
+    "galore": ("scale", [1.0, 0.25]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VMAPPED))
+def test_vmap_over_hyperparameters_equals_separate_runs(name):
+    hyperparameter, values = VMAPPED[name]
+    learning_rates = [
+        opt.info(name).suggested_learning_rate,
+        opt.info(name).suggested_learning_rate / 2,
+    ]
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3), "b": jnp.linspace(0.5, 1.5, 3)}
+
+    def final(learning_rate, value):
+        tx = opt.get(name, learning_rate=learning_rate, **{hyperparameter: value})
+
+        def step(carry, t):
+            p, state = carry
+            grads = jax.tree.map(lambda x: 2 * x + jnp.sin(t), p)
+            updates, state = tx.update(grads, state, p)
+            return (optax.apply_updates(p, updates), state), None
+
+        return jax.lax.scan(step, (params, tx.init(params)), jnp.arange(5.0))[0][0]
+
+    batched = jax.jit(jax.vmap(final))(jnp.array(learning_rates), jnp.array(values))
+    single = jax.jit(final)
+    for i, (lr, value) in enumerate(zip(learning_rates, values, strict=True)):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), single(lr, value), rtol=1e-5, atol=1e-7
+        )
