@@ -163,8 +163,8 @@ def dog(
 
     Defaults equal ``optax.contrib.dog`` (``r̄₀ = 10⁻⁶ (1 + ‖x₀‖)``). The paper has no ε
     (``η = r̄/√G``); the two differ by ``√(1 + ε/G)``, 1 + 5e-9 at ``G = 1``. The authors
-    recommend averaging the iterates. State: ``x₀`` (one buffer per parameter) and three
-    scalars.
+    recommend averaging the iterates. State: ``x₀`` (one buffer per parameter), two scalars
+    and a step count (Optax: a bool "first step").
 
     Args:
       learning_rate: c ≥ 0, multiplies DoG's step (a schedule's shape), default 1.
