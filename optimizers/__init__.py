@@ -106,6 +106,7 @@ from optlab.optimizers.parameter_free import (
     scale_by_dowg,
 )
 from optlab.optimizers.polyak import polyak_sgd, scale_by_polyak
+from optlab.optimizers.prodigy import ScaleByProdigyState, prodigy
 from optlab.optimizers.registry import (
     OptimizerInfo,
     available,
@@ -116,7 +117,6 @@ from optlab.optimizers.registry import (
     register,
     resolve,
 )
-from optlab.optimizers.prodigy import ScaleByProdigyState, prodigy
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from optlab.optimizers.schedule_free import (

@@ -31,16 +31,13 @@ from optlab.optimizers.adam import (
     radam,
 )
 from optlab.optimizers.adan import adan
+from optlab.optimizers.ademamix import ademamix, simplified_ademamix
+from optlab.optimizers.adopt import adopt
 from optlab.optimizers.galore import galore
 from optlab.optimizers.lamb import fromage, lamb, lars
 from optlab.optimizers.lion import lion
 from optlab.optimizers.madgrad import madgrad, madgrad_paper
-from optlab.optimizers.ademamix import ademamix, simplified_ademamix
-from optlab.optimizers.adopt import adopt
 from optlab.optimizers.muon import muon
-from optlab.optimizers.prodigy import prodigy
-from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
-from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
 from optlab.optimizers.noisy import noisy_sgd
 from optlab.optimizers.novograd import novograd
 from optlab.optimizers.optimistic import (
@@ -48,8 +45,11 @@ from optlab.optimizers.optimistic import (
     optimistic_adam_v2,
     optimistic_gradient_descent,
 )
+from optlab.optimizers.parameter_free import cocob, dadapt_adamw, dog, dowg
+from optlab.optimizers.prodigy import prodigy
 from optlab.optimizers.rmsprop import rmsprop
 from optlab.optimizers.rprop import rprop
+from optlab.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
 from optlab.optimizers.sgd import heavy_ball, nesterov, sgd, sgdm
 from optlab.optimizers.sign import sign_sgd, signum
 from optlab.optimizers.yogi import yogi
