@@ -414,6 +414,17 @@ def test_32_concurrent_clients_fail_nothing_and_lose_no_feedback(server):
     assert len(acked) > 32
     stored = {i: (u, y) for i, u, y in query(server.run, "SELECT id, user, label FROM feedback")}
     assert all(stored.get(i) == (u, y) for i, u, y in acked)
+    # the controller validates every full batch of 10 (schema checks, drift test) off the path
+    wait_for(
+        lambda: query(server.run, "SELECT COUNT(*) FROM feedback WHERE status = 'new'")[0][0] < 10,
+        "the feedback batches to be validated",
+    )
+    batches = query(server.run, "SELECT first_id, last_id, passed, report FROM feedback_batches")
+    assert len(batches) >= len(acked) // 10
+    assert all(json.loads(report)["p_values"] for *_, report in batches)
+    sizes = query(server.run, "SELECT batch, COUNT(*) FROM feedback GROUP BY batch HAVING batch")
+    assert {n for _, n in sizes} == {10}
+    assert "optlab_serve_drift_min_p_value" in httpx.get(server.url + "/metrics").text
 
 
 def test_sigkill_under_load_loses_no_acknowledged_feedback_and_keeps_the_stage(
