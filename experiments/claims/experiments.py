@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
+from matplotlib.ticker import NullFormatter
 from optlab import models
 from optlab import optimizers as opt
 from optlab.experiments import data, engine, report, tuning
@@ -128,6 +129,8 @@ def plot_step_cost(path, cost: dict) -> None:
         logy=True,
         title="working memory of one step",
     )
+    for ax in (left, right):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded minor labels
     report.save_figure(figure, path, dpi=80)
 
 
