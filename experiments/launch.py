@@ -362,9 +362,9 @@ def diagnose(fatal: bytes | None, returncode: int, job: Job, reachable_now: bool
     """
     me = f"process {job.process_id} of {job.num_processes}"
     status = runtime_status(fatal) if fatal else ""
-    if "stopped sending heartbeats" in status:
-        dead = re.search(r"heartbeats\):\s*([\d,\s]+?)\s*The tasks", status)
-        who = f"process {dead.group(1)}" if dead else "another process"
+    if "stopped sending heartbeats" in status or "heartbeat timeout" in status:
+        dead = re.search(r"heartbeats\):\s*([\d,\s]+?)\s*The tasks|Task (\d+) heartbeat", status)
+        who = f"process {dead.group(1) or dead.group(2)}" if dead else "another process"
         return (
             f"{me} stopped: {who} died or stopped answering (no heartbeat for "
             f"{job.heartbeat_timeout} s){RESUME}"

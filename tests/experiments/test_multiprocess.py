@@ -401,6 +401,12 @@ def test_the_runtime_reason_becomes_one_line_naming_the_cause():
     line = launch.diagnose(FATAL, -6, job, reachable_now=True)
     assert line.startswith("process 0 of 2 stopped: process 1 died or stopped answering (no "
                            "heartbeat for 10 s)")  # fmt: skip
+    at_the_end = FATAL.split(b"absl::Status:")[0] + (
+        b"absl::Status: INTERNAL: Shutdown barrier has failed. Barrier result: 'INTERNAL: Barrier "
+        b"failed because: task is set to ERROR: UNAVAILABLE: Task 1 heartbeat timeout. This "
+        b"indicates that the remote task has failed'\n"
+    )
+    assert launch.diagnose(at_the_end, -6, job, True) == line
     twice = FATAL.replace(
         b"UNAVAILABLE: The following tasks are unhealthy (stopped sending heartbeats):\n1",
         b"ABORTED: 1 unexpectedly tried to connect with a different incarnation.",
