@@ -81,7 +81,13 @@ def test_skip_non_finite_validates_max_consecutive_errors():
 # Documented behaviour (docs/reliability.md, "Optimizers at the edges"). A new optimizer
 # must be added here and there.
 
-DECOUPLED_DECAY = {"adamw", "lion"}  # move by -lr·λ·θ even when g = 0
+DECOUPLED_DECAY = {"adamw", "lion", "adamaxw", "nadamw"}  # move by -lr·λ·θ even when g = 0
+# Yogi's moments start at 1e-6 (Optax's), so with g = 0 it still steps by ≈ −lr·1e-6/(1e-3 + ε).
+INITIAL_MOMENTS = {"yogi"}
+# Fromage shrinks θ by 1/√(1 + lr²) every step: u = (1/√(1 + lr²) − 1) θ where g = 0.
+SHRINK = {"fromage"}
+# noisy_sgd adds Gaussian noise of standard deviation √(0.01/t^0.55) ≤ 0.1 to the gradient.
+NOISE = {"noisy_sgd"}
 # MADGRAD's step is x_{k+1} − x_k with x_{k+1} = (1 − β) z + β x_k (Optax's form): where
 # g = 0, z = x₀ = x_k and the difference is float32 rounding, below one ulp of θ = 1.
 PARAMETER_DIFFERENCE = {"madgrad", "madgrad_paper"}
@@ -98,6 +104,13 @@ HUGE = {
         "acprop",  # its first step is lr·g (no history yet); then 0
     },
     "bounded by lr": {"adamax", "adamax_paper", "lion", "adopt"},  # adopt: under jit (docs)
+    "bounded by lr (no square is taken)": {"sign_sgd", "signum", "adamaxw", "fromage"},
+    "Δ sign(g), Δ₀ = lr growing by η⁺ = 1.2 a step (one call late)": {"rprop"},
+    "vanishes (an adaptive or per-layer norm is ∞)": {
+        "nadamw", "adan", "optimistic_adam", "optimistic_adam_v2", "novograd", "lars",
+    },
+    "nan (Yogi's v − (1 − β₂) sign(v − g²) g² is ∞ − ∞ from the second step)": {"yogi"},
+    "huge, like sgd": {"noisy_sgd", "optimistic_gradient_descent"},
     "vanishes, like adam": {"ademamix", "prodigy"},
     "nan (its second moment is g² + β₂(n − g²) = ∞ − ∞)": {"simplified_ademamix"},
     "huge": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
@@ -114,10 +127,17 @@ INFINITE = {
     },
     "-inf·sign(g)": {"sgd", "sgdm", "momentum", "nesterov", "radam", "schedule_free_sgd"},
     "-inf·sign(g) (first step: its denominator holds no gradient yet)": {"acprop"},
-    "-lr·sign(g)": {"lion"},
+    "-lr·sign(g)": {"lion", "sign_sgd", "signum"},
+    "nan, and 0 in the rest of the leaf (its norm is ∞)": {"novograd", "lars"},
+    "-inf·sign(g), like sgd": {"noisy_sgd"},
+    "0 (Optax's rprop applies each step one call late)": {"rprop"},
     "nan everywhere (trust ratio)": {"lamb"},
     "0 (the first gradient only sets v)": {"adopt"},
-    "nan, like adam": {"ademamix", "simplified_ademamix"},
+    "nan, like adam": {
+        "ademamix", "simplified_ademamix",
+        "yogi", "adamaxw", "nadamw", "adan", "optimistic_gradient_descent", "optimistic_adam",
+        "optimistic_adam_v2", "fromage",
+    },
     "nan everywhere (⟨g, θ₀ − θ⟩ = ∞·0 makes d NaN)": {"prodigy"},
 }  # fmt: skip
 
@@ -186,8 +206,14 @@ def test_zero_gradients_give_a_zero_finite_step(name):
     _, updates = _updates(name, "zero")
     for u in updates:
         assert np.all(np.isfinite(u))
-        if name in DECOUPLED_DECAY:
+        if name in DECOUPLED_DECAY or name in INITIAL_MOMENTS:
             assert np.all(np.abs(u) < 1e-5) and np.all(u < 0)  # -lr·λ·θ with θ = 1
+        elif name in SHRINK:
+            lr = opt.info(name).suggested_learning_rate
+            np.testing.assert_allclose(u, 1 / np.sqrt(1 + lr**2) - 1, rtol=1e-2)
+        elif name in NOISE:
+            lr = opt.info(name).suggested_learning_rate
+            assert np.all(np.abs(u) < lr * 0.1 * 6) and np.any(u != 0)
         elif name in PARAMETER_DIFFERENCE:
             assert np.all(np.abs(u) <= np.finfo(np.float32).eps)
         else:
@@ -205,7 +231,9 @@ def test_huge_float32_gradients(name):
     magnitude = np.abs(u)
     if category.startswith("vanishes"):
         assert np.all(magnitude < 1e-6)
-    elif category == "bounded by lr":
+    elif category.startswith("Δ sign(g)"):
+        assert np.all(magnitude <= lr * 1.2**2 * 1.01) and np.all(magnitude > 0)
+    elif category.startswith("bounded by lr"):
         assert np.all(magnitude <= lr * 1.01) and np.all(magnitude > 0)
     else:
         assert np.all(magnitude > 1e20)
@@ -223,7 +251,7 @@ def test_infinite_gradients(name):
         assert np.all(np.isnan(u[:2]))
     elif category.startswith("-inf·sign(g)"):
         np.testing.assert_array_equal(u[:2], [-INF, INF])
-    elif category == "0 (the first gradient only sets v)":
+    elif category.startswith("0 "):
         np.testing.assert_array_equal(u, 0.0)
     else:
         np.testing.assert_allclose(u[:2], [-lr, lr], rtol=0.01)
