@@ -127,6 +127,13 @@ from optlab.optimizers.schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
+from optlab.optimizers.sophia import (
+    HutchinsonState,
+    ScaleBySophiaState,
+    hutchinson_diagonal_hessian,
+    scale_by_sophia,
+    sophia,
+)
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
@@ -179,6 +186,8 @@ __all__ = [
     "ScaleByMomentumState",
     "ScaleByNadamState",
     "ScaleByProdigyState",
+    "HutchinsonState",
+    "ScaleBySophiaState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScheduleFreeState",
@@ -214,6 +223,9 @@ __all__ = [
     "nadam",
     "nadam_paper",
     "nesterov",
+    "hutchinson_diagonal_hessian",
+    "scale_by_sophia",
+    "sophia",
     "prodigy",
     "radam",
     "rmsprop",

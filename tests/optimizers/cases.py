@@ -83,6 +83,26 @@ def fed_loss_value(factory):
     return build
 
 
+def fed_objective(factory):
+    """``factory`` whose ``update(g, s, p)`` passes ``obj_fn``: Sophia's Hessian estimate
+    differentiates it twice (any fixed function of θ gives both implementations the same;
+    this one, ``Σ ½θ² + ¼θ⁴``, has a Hessian diagonal ``1 + 3θ²`` that changes)."""
+
+    def objective(params):
+        return sum(jnp.sum(0.5 * p**2 + 0.25 * p**4) for p in jax.tree.leaves(params))
+
+    def build(**kwargs):
+        tx = factory(**kwargs)
+
+        def update(updates, state, params=None):
+            return tx.update(updates, state, params, obj_fn=objective)
+
+        return optax.GradientTransformation(tx.init, update)
+
+    build.__name__ = factory.__name__
+    return build
+
+
 def _galore_rows_first(params):
     """GaLore's matrix view of every leaf with 2+ axes: axis 0 against all the others."""
     return jax.tree.map(
@@ -615,6 +635,30 @@ CASES = [
             estim_lr_coef=0.5,
             weight_decay=0.01,
             safeguard_warmup=True,
+        ),
+    ),
+    # Sophia: update(g, s, p, obj_fn=f), f(θ) = Σ ½θ² + ¼θ⁴ (Hessian refreshed every k).
+    Case(
+        "sophia",
+        fed_objective(opt.sophia),
+        fed_objective(optax.contrib.sophia),
+        dict(learning_rate=0.01),
+    ),
+    Case(
+        "sophia",
+        fed_objective(opt.sophia),
+        fed_objective(optax.contrib.sophia),
+        dict(
+            learning_rate=0.01,
+            b1=0.9,
+            b2=0.95,
+            eps=1e-6,
+            weight_decay=0.01,
+            weight_decay_mask=_decay_matrices,
+            gamma=0.05,
+            clip_threshold=0.5,
+            update_interval=3,
+            mu_dtype=jnp.bfloat16,
         ),
     ),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.

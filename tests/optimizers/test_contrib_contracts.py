@@ -1,5 +1,6 @@
 """The contracts of the optax.contrib optimizers beyond one ``update(grads, state, params)``:
-Schedule-Free's evaluation parameters, ADOPT under ``inject_hyperparams``."""
+Schedule-Free's evaluation parameters, ADOPT under ``inject_hyperparams``, Sophia's
+objective."""
 
 import chex
 import jax
@@ -83,3 +84,16 @@ def test_adopt_learning_rate_is_injected_at_run_time():
     state = injected.init(params)
     state.hyperparams["learning_rate"] = jnp.zeros(())
     chex.assert_trees_all_equal(_two_steps(injected, params, state)[0], params)
+
+
+def test_sophia_needs_the_objective_and_its_hutchinson_estimate_is_the_exact_diagonal():
+    """For a separable f the Hessian is diagonal, so r ⊙ (H r) = diag H for any ±1 probe r:
+    f(θ) = Σ θ³ has diag H = 6θ. Without obj_fn the update names what is missing."""
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    estimator = opt.hutchinson_diagonal_hessian(jax.random.PRNGKey(3))
+    diagonal, _ = estimator.update(params, estimator.init(params), params,
+                                   obj_fn=lambda p: jnp.sum(p["w"] ** 3))  # fmt: skip
+    np.testing.assert_allclose(diagonal["w"], 6 * params["w"], rtol=1e-6)
+    tx = opt.sophia(0.1)
+    with pytest.raises(ValueError, match="needs params and obj_fn"):
+        tx.update(params, tx.init(params), params)
