@@ -41,7 +41,20 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "### `architectures`": ("studies/raw/architectures",),
     },
     "results.md": {
+        "## Summary": tuple(
+            f"results/raw/{run}"
+            for run in (
+                "adam-fig1",
+                "adam-fig2a",
+                "adam-fig2b",
+                "adam-adamax",
+                "adam-fig3-quick",
+                "adam-fig4",
+                "adadelta",
+            )
+        ),  # fmt: skip
         "## Adam Fig. 1": ("results/raw/adam-fig1",),
+        "## Adam Fig. 2a": ("results/raw/adam-fig2a",),
         "## Adam Fig. 2b": ("results/raw/adam-fig2b",),
         "## AdaMax vs Adam": ("results/raw/adam-adamax",),
         "## Adam Fig. 3 — CNN": ("results/raw/adam-fig3-quick",),
