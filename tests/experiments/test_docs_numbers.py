@@ -58,6 +58,7 @@ SECTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "## Adam Fig. 2b": ("results/raw/adam-fig2b",),
         "## AdaMax vs Adam": ("results/raw/adam-adamax",),
         "## Adam Fig. 3 — CNN": ("results/raw/adam-fig3-quick",),
+        "## Adam Fig. 3 at the paper": ("results/raw/adam-fig3-paper-width",),
         "## Adam Fig. 4": ("results/raw/adam-fig4",),
         "## ADADELTA": ("results/raw/adadelta",),
     },
