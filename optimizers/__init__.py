@@ -134,6 +134,7 @@ from optlab.optimizers.sophia import (
     scale_by_sophia,
     sophia,
 )
+from optlab.optimizers.sam import SAMState, normalize, sam
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
@@ -188,6 +189,7 @@ __all__ = [
     "ScaleByProdigyState",
     "HutchinsonState",
     "ScaleBySophiaState",
+    "SAMState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScheduleFreeState",
@@ -223,6 +225,8 @@ __all__ = [
     "nadam",
     "nadam_paper",
     "nesterov",
+    "normalize",
+    "sam",
     "hutchinson_diagonal_hessian",
     "scale_by_sophia",
     "sophia",

@@ -103,6 +103,18 @@ def fed_objective(factory):
     return build
 
 
+def sam_sgd(sam, sgd, normalize):
+    """The paper's simple SAM in one implementation's pieces: ``sam(sgd(η, momentum),
+    chain(normalize(), sgd(ρ)), sync_period, reset_state)``."""
+
+    def build(learning_rate, rho=0.05, momentum=None, sync_period=2, reset_state=True):
+        adversarial = optax.chain(normalize(), sgd(rho))
+        return sam(sgd(learning_rate, momentum=momentum), adversarial, sync_period, reset_state)
+
+    build.__name__ = sam.__name__
+    return build
+
+
 def _galore_rows_first(params):
     """GaLore's matrix view of every leaf with 2+ axes: axis 0 against all the others."""
     return jax.tree.map(
@@ -660,6 +672,19 @@ CASES = [
             update_interval=3,
             mu_dtype=jnp.bfloat16,
         ),
+    ),
+    # SAM (transparent mode: every other call is the adversarial ascent).
+    Case(
+        "sam",
+        sam_sgd(opt.sam, opt.sgd, opt.normalize),
+        sam_sgd(optax.contrib.sam, optax.sgd, optax.contrib.normalize),
+        dict(learning_rate=0.05),
+    ),
+    Case(
+        "sam",
+        sam_sgd(opt.sam, opt.sgd, opt.normalize),
+        sam_sgd(optax.contrib.sam, optax.sgd, optax.contrib.normalize),
+        dict(learning_rate=0.05, rho=0.1, momentum=0.9, sync_period=3, reset_state=False),
     ),
     # Optax's contrib: MADGRAD, ACProp, the learning-rate-free methods, MoMo, GaLore.
     Case("madgrad", opt.madgrad, optax.contrib.madgrad, dict(learning_rate=0.01)),

@@ -1,6 +1,6 @@
 """The contracts of the optax.contrib optimizers beyond one ``update(grads, state, params)``:
 Schedule-Free's evaluation parameters, ADOPT under ``inject_hyperparams``, Sophia's
-objective."""
+objective, SAM's two gradients per step."""
 
 import chex
 import jax
@@ -96,4 +96,36 @@ def test_sophia_needs_the_objective_and_its_hutchinson_estimate_is_the_exact_dia
     np.testing.assert_allclose(diagonal["w"], 6 * params["w"], rtol=1e-6)
     tx = opt.sophia(0.1)
     with pytest.raises(ValueError, match="needs params and obj_fn"):
+        tx.update(params, tx.init(params), params)
+
+
+def test_sam_opaque_mode_takes_both_gradients_in_one_call_and_equals_optax():
+    """Opaque SAM calls grad_fn for the ascent inside update: one call is one outer step,
+    equal to two transparent calls (the outer parameters after each pair) and to Optax's."""
+    loss = lambda p: jnp.sum(p["w"] ** 4 + p["w"] ** 2)  # noqa: E731
+    grad_fn = jax.grad(lambda p, i: loss(p))
+
+    def outer_steps(tx, params, calls, **kwargs):
+        state = tx.init(params)
+        for _ in range(calls):
+            updates, state = tx.update(jax.grad(loss)(params), state, params, **kwargs)
+            params = optax.apply_updates(params, updates)
+        return params
+
+    def simple_sam(sam, sgd, normalize, opaque):
+        return sam(sgd(0.05), optax.chain(normalize(), sgd(0.1)), opaque_mode=opaque)
+
+    params = {"w": jnp.array([1.0, -0.5, 0.3])}
+    opaque = outer_steps(simple_sam(opt.sam, opt.sgd, opt.normalize, True), params, 3,
+                         grad_fn=grad_fn)  # fmt: skip
+    transparent = outer_steps(simple_sam(opt.sam, opt.sgd, opt.normalize, False), params, 6)
+    theirs = outer_steps(
+        simple_sam(optax.contrib.sam, optax.sgd, optax.contrib.normalize, True),
+        params, 3, grad_fn=grad_fn,
+    )  # fmt: skip
+    chex.assert_trees_all_close(opaque, transparent, rtol=1e-6)
+    chex.assert_trees_all_equal(opaque, theirs)
+    assert float(loss(opaque)) < float(loss(params))
+    tx = simple_sam(opt.sam, opt.sgd, opt.normalize, True)
+    with pytest.raises(ValueError, match="needs grad_fn"):
         tx.update(params, tx.init(params), params)

@@ -10,6 +10,7 @@ for NumPy.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from optlab import optimizers as opt
 
@@ -236,6 +237,19 @@ def pagliardini_ademamix(eta, b1, b2, b3, alpha, eps, warmup, weight_decay):
     return rule
 
 
+def foret_sam(eta, rho):
+    """Foret et al. 2021, Algorithm 1 (one ascent step), one gradient per call: odd calls
+    ε̂ = ρ g / ‖g‖₂ (over all parameters), θ = w + ε̂; even calls w ← w − η g(w + ε̂)."""
+
+    def rule(x, g, t, s):
+        if t % 2 == 1:
+            s["w"] = x
+            return x + rho * g / np.linalg.norm(g)
+        return s["w"] - eta * g
+
+    return rule
+
+
 PAPER_FORMS = {
     "adagrad_duchi": (opt.adagrad_paper(0.1, eps=1e-8), duchi_adagrad(0.1, 1e-8)),
     "adadelta_zeiler": (opt.adadelta_paper(), zeiler_adadelta(0.95, 1e-6)),
@@ -266,6 +280,10 @@ PAPER_FORMS = {
             weight_decay=0.01,
         ),
         pagliardini_ademamix(0.01, 0.9, 0.999, 0.999, 5.0, 1e-8, 30, 0.01),
+    ),
+    "sam_foret": (
+        opt.sam(opt.sgd(0.05), optax.chain(opt.normalize(), opt.sgd(0.05))),
+        foret_sam(0.05, 0.05),
     ),
     "adopt_algorithm1": (
         opt.adopt(0.01, use_clipping=False),
