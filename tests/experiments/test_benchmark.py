@@ -13,7 +13,6 @@ from optlab.experiments import data as datasets
 from optlab.experiments.benchmark import baselines, problems, profiles, protocol
 
 
-@pytest.mark.slow
 def test_benchmark_runs_end_to_end_and_writes_every_file(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["benchmark", "--quick", "--problems", "quadratic_deep,digits", "--optimizers",
