@@ -60,11 +60,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "study": ("optlab.experiments.studies.cli", "optimizer studies: surfaces, conditioning, ..."),
     "claims": (
-        "optlab.experiments.claims.cli",
+        "optlab.experiments.commands.claims",
         "test every claim of the course notes: experiments, verdicts, a ledger",
     ),
     "benchmark": (
-        "optlab.experiments.benchmark.cli",
+        "optlab.experiments.commands.benchmark",
         "the DeepOBS protocol: tune the learning rate per problem as one vmapped population",
     ),
     "adam-paper": (

@@ -4,5 +4,5 @@
 :mod:`~experiments.claims.experiments` the experiments the studies lack,
 :mod:`~experiments.claims.rules` the rule that turns each claim's measured figures into a
 verdict, :mod:`~experiments.claims.ledger` runs everything and writes the ledger, and
-:mod:`~experiments.claims.cli` is the command line.
+:mod:`experiments.commands.claims` is the command line.
 """

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from optlab.experiments import cli, commands
-from optlab.experiments.commands import adam_paper, bench, continual
+from optlab.experiments.commands import adam_paper, bench, benchmark, continual
 from optlab.experiments.commands import compare as compare_command
 
 HEAVY = ("jax", "flax", "optax", "orbax", "matplotlib", "sklearn", "scipy", "torch", "mlflow")
@@ -35,6 +35,7 @@ def test_help_and_a_mistyped_option_load_no_heavy_library(command):
 def test_the_light_modules_list_the_programs_own_names():
     from optlab.experiments import data, engine
     from optlab.experiments.bench import precision, step, train
+    from optlab.experiments.benchmark import problems
     from optlab.experiments.continual import study
     from optlab.experiments.papers import adam
 
@@ -46,3 +47,4 @@ def test_the_light_modules_list_the_programs_own_names():
     assert bench.PRECISION_OPTIMIZERS == precision.DEFAULT_OPTIMIZERS
     assert bench.PRECISION_DATASETS == precision.DATASETS
     assert set(bench.ARGUMENTS) == set(bench.BENCHMARKS)
+    assert benchmark.PROBLEMS == tuple(problems.PROBLEMS)

@@ -1,10 +1,10 @@
-"""``optlab claims [--quick] [--out DIR]``: the command line of :mod:`experiments.claims`."""
+"""``optlab claims [--quick] [--out DIR]``: its options. The experiments live in
+:mod:`experiments.claims`, imported only when the command runs, so ``--help`` and usage
+errors answer at once."""
 
 from __future__ import annotations
 
 import argparse
-
-from optlab.experiments.claims import ledger
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out is not None and not str(args.out).strip():
         raise ValueError("--out must name a folder")
+    from optlab.experiments.claims import ledger  # here: JAX loads only when the command runs
+
     result = ledger.run(out=args.out, quick=args.quick)
     counts = {}
     for entry in result["ledger"]["claims"]:
