@@ -124,6 +124,7 @@ from optlab.optimizers.schedule_free import (
     eval_params,
     schedule_free,
     schedule_free_adamw,
+    schedule_free_adamw_paper,
     schedule_free_eval_params,
     schedule_free_sgd,
 )
@@ -253,6 +254,7 @@ __all__ = [
     "scale_by_rss",
     "schedule_free",
     "schedule_free_adamw",
+    "schedule_free_adamw_paper",
     "schedule_free_eval_params",
     "schedule_free_sgd",
     "scale_by_trust_ratio",

@@ -268,3 +268,59 @@ def schedule_free_adamw(
         optax.scale_by_learning_rate(learning_rate),
     )
     return schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
+
+
+def schedule_free_adamw_paper(
+    learning_rate: float = 0.0025,
+    warmup_steps: int | None = None,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    """Schedule-Free AdamW as in Defazio et al.'s Algorithm 1.
+
+    With γ = ``learning_rate``, ``T`` = ``warmup_steps`` and the gradient ``g`` at ``y``::
+
+        γ_t = γ √(1 − β₂ᵗ) min(1, t / T)         (t from 1; no warm-up: min(…) = 1)
+        v ← β₂ v + (1 − β₂) g² ;   z ← z − γ_t g / (√v + ε) − γ_t λ y
+        c_t = γ_t² / Σ_{i≤t} γ_i² ;   x ← (1 − c_t) x + c_t z ;   y ← β₁ x + (1 − β₁) z
+
+    ``schedule_free(base, γ_t)`` with ``base = chain(scale_by_rms(β₂, ε, eps_in_sqrt=False),
+    add_decayed_weights(λ), scale_by_learning_rate(γ_t))``: ``γ_t`` is non-decreasing, so
+    ``schedule_free``'s running maximum is ``γ_t`` itself. It differs from
+    ``schedule_free_adamw`` (Optax's) in the averaging weights (``γ_t²`` with the
+    ``√(1 − β₂ᵗ)`` factor), in ε (outside ``√v`` rather than ``√v̂``) and in the warm-up's
+    first step (Optax's base optimizer sees the warm-up from 0). A factory, not a registry
+    entry. State per parameter: ``z`` and ``v``.
+
+    Args:
+      learning_rate: γ ≥ 0 (a float: the warm-up and the bias factor are built in).
+      warmup_steps: T, an integer ≥ 1, or None.
+      b1: β₁ in (0, 1), the interpolation.
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0.
+      weight_decay: λ ≥ 0, applied at ``y`` and scaled by ``γ_t``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state ``ScheduleFreeState``.
+
+    Reference:
+      Defazio et al., "The Road Less Scheduled", NeurIPS 2024, Algorithm 1.
+    """
+    _checks.learning_rate(learning_rate)
+    _checks.decay_rate("b2", b2)
+    _checks.non_negative("weight_decay", weight_decay)
+    _warmup(1.0, warmup_steps)  # checks warmup_steps
+
+    def gamma(t):
+        t = jnp.asarray(t, jax.dtypes.canonicalize_dtype(jnp.float64))  # float64 with x64
+        warm = 1.0 if warmup_steps is None else jnp.minimum(1.0, t / warmup_steps)
+        return learning_rate * jnp.sqrt(1 - b2**t) * warm
+
+    base = optax.chain(
+        scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(lambda count: gamma(count + 1)),
+    )
+    return schedule_free(base, gamma, b1, weight_lr_power=2.0)

@@ -250,6 +250,25 @@ def foret_sam(eta, rho):
     return rule
 
 
+def defazio_schedule_free_adamw(gamma, b1, b2, eps, warmup, weight_decay):
+    """Defazio et al. 2024, Algorithm 1 (AdamW); the parameters hold y, x and z are kept:
+    γ_t = γ √(1 − β₂ᵗ) min(1, t/T); v ← β₂v + (1 − β₂)g²; z ← z − γ_t g/(√v + ε) − γ_t λ y;
+    c = γ_t² / Σγ_i²; x ← (1 − c)x + cz; y = (1 − β₁)z + β₁x."""
+
+    def rule(y, g, t, s):
+        s.setdefault("x", y)
+        s.setdefault("z", y)
+        s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g**2
+        gamma_t = gamma * np.sqrt(1 - b2**t) * min(1.0, t / warmup)
+        s["z"] = s["z"] - gamma_t * g / (np.sqrt(s["v"]) + eps) - gamma_t * weight_decay * y
+        s["sum"] = s.get("sum", 0.0) + gamma_t**2
+        c = gamma_t**2 / s["sum"]
+        s["x"] = (1 - c) * s["x"] + c * s["z"]
+        return (1 - b1) * s["z"] + b1 * s["x"]
+
+    return rule
+
+
 PAPER_FORMS = {
     "adagrad_duchi": (opt.adagrad_paper(0.1, eps=1e-8), duchi_adagrad(0.1, 1e-8)),
     "adadelta_zeiler": (opt.adadelta_paper(), zeiler_adadelta(0.95, 1e-6)),
@@ -280,6 +299,10 @@ PAPER_FORMS = {
             weight_decay=0.01,
         ),
         pagliardini_ademamix(0.01, 0.9, 0.999, 0.999, 5.0, 1e-8, 30, 0.01),
+    ),
+    "schedule_free_adamw_algorithm1": (
+        opt.schedule_free_adamw_paper(0.05, warmup_steps=10, b2=0.99, weight_decay=0.01),
+        defazio_schedule_free_adamw(0.05, 0.9, 0.99, 1e-8, 10, 0.01),
     ),
     "sam_foret": (
         opt.sam(opt.sgd(0.05), optax.chain(opt.normalize(), opt.sgd(0.05))),
