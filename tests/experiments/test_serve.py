@@ -28,7 +28,7 @@ from optlab.experiments.bench import serve as bench_serve
 from optlab.experiments.continual import LoopConfig, run_stream
 from optlab.experiments.continual.registry import Registry, load_npz, save_npz
 from optlab.experiments.continual.stream import load_arrays
-from optlab.experiments.serve import app, inputs, rollout
+from optlab.experiments.serve import app, inputs, rollout, store
 from PIL import Image
 
 ALPHA = 0.05
@@ -185,6 +185,30 @@ def drawn_one() -> np.ndarray:
     image = np.zeros((28, 28), np.float32)
     image[4:24, 12:16] = 1.0
     return image
+
+
+def test_validated_feedback_batches_fire_the_runs_retrain_triggers(run_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_folder, run, ignore=shutil.ignore_patterns(".lock", "serve-*.log"))
+    service = app.Service(app.ServeConfig(run=run, retrain="auto"))
+    controller = service.controller
+    controller.store = store.ServeStore(run)
+    started = []
+    controller.start_retrain = lambda reason: started.append(reason)
+    every = service.trigger_config.every_n
+    row = {"user": "u", "label": 1, "image": b"", "served": 1, "stable": 1, "stable_correct": 1,
+           "rollout": 0}  # fmt: skip
+    controller.store.add_feedback([row])
+    controller.store.conn.execute("UPDATE feedback SET status = 'validated'")
+    for since, drift, fired in ((every - 1, False, None), (every, False, f"every_{every}_users"),
+                                (1, True, "drift"), (0, True, None)):  # fmt: skip
+        controller.store.set_state("serve_batches_since_retrain", since)
+        controller.store.set_state("serve_last_batch", {"batch": 1, "drift": drift,
+                                                        "accuracy": 1.0})  # fmt: skip
+        started.clear()
+        controller.maybe_trigger()
+        assert started == ([fired] if fired else []), (since, drift)
+    controller.store.close()
 
 
 def test_predict_and_feedback_round_trip(server):
