@@ -396,7 +396,8 @@ def test_adam_paper_fig4_bias_correction_runs_end_to_end(tmp_path, capsys):
     assert {r["optimizer"] for r in records} == {"adam", "adam_without_bias_correction"}
     assert {r["b2"] for r in records} == {0.99, 0.9999}
     assert all(np.isfinite([r["train_loss"], r["test_loss"]]).all() for r in records)
-    assert "[fig4] epoch 1/1: best training −ELBO" in capsys.readouterr().out
+    progress = capsys.readouterr().err  # report.Progress writes to stderr
+    assert "1/1 epochs" in progress and "best −ELBO" in progress
     assert "| with | 99 |" in summary and "| without | 111 |" in summary
     claim = next(line for line in summary.splitlines() if "instability without correction" in line)
     assert "indicative only" in claim  # 256 images, 1 epoch
