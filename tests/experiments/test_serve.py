@@ -402,15 +402,16 @@ def test_a_browser_draws_a_digit_reads_the_prediction_and_sends_a_correction(ser
         browser.quit()
 
 
-async def hammer(url: str, clients: int, seconds: float, acked: list, failures: list):
-    """``clients`` concurrent clients: three predictions, then one feedback, repeatedly."""
+async def hammer(url: str, clients: int, seconds: float, acked: list, failures: list, halt=None):
+    """``clients`` concurrent clients: three predictions, then one feedback, repeatedly, for
+    ``seconds`` or until ``halt`` (a ``threading.Event``) is set."""
     image = drawn_one().tolist()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
 
         async def one_client(k: int):
             stop, n = time.monotonic() + seconds, 0
-            while time.monotonic() < stop:
+            while time.monotonic() < stop and not (halt and halt.is_set()):
                 n += 1
                 user = f"load-{k}-{n % 7}"
                 try:
@@ -471,14 +472,16 @@ def test_sigkill_under_load_loses_no_acknowledged_feedback_and_keeps_the_stage(
     server = Server(run, *args)
     before = server.health()
     assert before["canary"] == f"v{canary}" and before["share"] == 0.25
-    acked, failures = [], []
+    acked, failures, halt = [], [], threading.Event()
     loader = threading.Thread(
-        target=lambda: asyncio.run(hammer(server.url, 8, 30.0, acked, failures)), daemon=True
+        target=lambda: asyncio.run(hammer(server.url, 8, 30.0, acked, failures, halt)),
+        daemon=True,
     )
     loader.start()
     wait_for(lambda: len(acked) >= 40, "acknowledged feedback under load", timeout=60)
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
+    halt.set()
     loader.join(60)
     assert not loader.is_alive()
     restarted = Server(run, *args)
