@@ -119,6 +119,7 @@ from optlab.optimizers.registry import (
 )
 from optlab.optimizers.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
 from optlab.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
+from optlab.optimizers.sam import SAMState, normalize, sam
 from optlab.optimizers.schedule_free import (
     ScheduleFreeState,
     eval_params,
@@ -128,14 +129,6 @@ from optlab.optimizers.schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
-from optlab.optimizers.sophia import (
-    HutchinsonState,
-    ScaleBySophiaState,
-    hutchinson_diagonal_hessian,
-    scale_by_sophia,
-    sophia,
-)
-from optlab.optimizers.sam import SAMState, normalize, sam
 from optlab.optimizers.sgd import (
     ScaleByEwmaState,
     ScaleByMomentumState,
@@ -147,6 +140,13 @@ from optlab.optimizers.sgd import (
     sgdm,
 )
 from optlab.optimizers.sign import scale_by_sign, sign_sgd, signum
+from optlab.optimizers.sophia import (
+    HutchinsonState,
+    ScaleBySophiaState,
+    hutchinson_diagonal_hessian,
+    scale_by_sophia,
+    sophia,
+)
 from optlab.optimizers.yogi import scale_by_yogi, yogi
 
 __all__ = [

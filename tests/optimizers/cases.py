@@ -208,6 +208,7 @@ OPTIMISTIC_ADAM_STATE = StateMap(ours_only=("[1].count",), reference_only=("[1].
 # muon: Optax keeps its constant Newton–Schulz coefficients in the state; ours does not.
 MUON_STATE = StateMap(reference_only=(".inner_states['muon'].inner_state[0].ns_coeffs",))
 
+
 def _adopt_clip(t):
     """A clip value other than ADOPT's t^{1/4}: 0.5 + √t."""
     return 0.5 + t**0.5

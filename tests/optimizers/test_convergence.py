@@ -43,6 +43,15 @@ SETTINGS = {
     "adabelief": dict(learning_rate=1e-2),
     "lion": dict(learning_rate=1e-2, weight_decay=1e-4),
     "lamb": dict(learning_rate=1e-3),
+    # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
+    "madgrad": dict(learning_rate=1e-2),
+    "madgrad_paper": dict(learning_rate=1e-2),
+    "acprop": dict(learning_rate=1e-3, eps=1e-3),
+    "dog": dict(learning_rate=1.0),
+    "dowg": dict(learning_rate=1.0),
+    "cocob": dict(),  # ends ≈ (0.971, 0.943) on Rosenbrock: inside the 3e-2 + 3e-2 bound
+    "dadapt_adamw": dict(learning_rate=1e-1),
+    "galore": dict(learning_rate=1e-2, rank=8),
     "sign_sgd": dict(learning_rate=1e-1),  # parabola only, see UNSOLVED
     "signum": dict(learning_rate=optax.exponential_decay(1e-2, 1000, 0.5)),  # ±η: decay η
     "yogi": dict(learning_rate=1e-1),
@@ -64,15 +73,6 @@ SETTINGS = {
     "ademamix": dict(learning_rate=1e-1),
     "simplified_ademamix": dict(learning_rate=1e-4),  # m is a sum: ~100 g
     "prodigy": dict(learning_rate=0.5),  # 1.0 stops at (0.956, 0.908) on Rosenbrock
-    # Optax's contrib (its _common_test values, but acprop's ε: see docs/optimizers.md).
-    "madgrad": dict(learning_rate=1e-2),
-    "madgrad_paper": dict(learning_rate=1e-2),
-    "acprop": dict(learning_rate=1e-3, eps=1e-3),
-    "dog": dict(learning_rate=1.0),
-    "dowg": dict(learning_rate=1.0),
-    "cocob": dict(),  # ends ≈ (0.971, 0.943) on Rosenbrock: inside the 3e-2 + 3e-2 bound
-    "dadapt_adamw": dict(learning_rate=1e-1),
-    "galore": dict(learning_rate=1e-2, rank=8),
 }
 
 
