@@ -10,6 +10,8 @@ it with ``mlflow ui --backend-store-uri sqlite:///RUN/mlflow.db``.
   memory, the run folder's files as artifacts) with one nested run per optimizer: its
   chosen learning rate, the per-epoch metrics of the chosen configuration (mean over seeds,
   ``step`` = epoch) and its final test accuracy.
+* ``optlab benchmark``: the same, one nested run per problem and optimizer (the chosen
+  rate's re-run, mean over its seeds).
 * ``optlab continual``: a run with the configuration, per-user metrics (``step`` = user),
   the summary, the artifacts, and every model version in MLflow's model registry
   (registered model ``optlab-continual-<run folder>``), tagged with its status
@@ -27,7 +29,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +86,17 @@ def numeric(row: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def selected_curves(rows: Iterable[dict]) -> dict[str, dict[int, dict[str, float]]]:
-    """optimizer -> epoch -> metric -> mean over seeds, of the rows of the chosen
-    configuration (``selected``; :func:`experiments.tuning.records`)."""
+def selected_curves(
+    rows: Iterable[dict], group: Callable[[dict], str] = lambda row: row["optimizer"]
+) -> dict[str, dict[int, dict[str, float]]]:
+    """``group(row)`` (the optimizer) -> epoch -> metric -> mean over seeds, of the rows of
+    the chosen configuration (``selected``; :func:`experiments.tuning.records`)."""
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for row in rows:
         if row.get("selected"):
             for metric, value in numeric(row).items():
                 if metric not in ("epoch", "seed"):
-                    values[row["optimizer"]][row["epoch"]][metric].append(value)
+                    values[group(row)][row["epoch"]][metric].append(value)
     return {
         name: {
             epoch: {m: float(np.mean(v)) for m, v in metrics.items()}
@@ -182,6 +186,30 @@ def log_compare(run_dir: Path, wall_time_s: float) -> str:
         child = tracker.start(
             name, {"optimizer": name, "learning_rate": last.get("learning_rate")}, parent
         )
+        tracker.log(child, metrics={f"final_{k}": v for k, v in last.items()}, steps=by_epoch)
+        tracker.finish(child)
+    tracker.log(parent, metrics={"wall_time_s": wall_time_s, **peak_memory()})
+    tracker.log_folder(parent)
+    tracker.finish(parent)
+    return parent
+
+
+def log_benchmark(run_dir: Path, wall_time_s: float) -> str:
+    """Log a finished ``optlab benchmark`` run folder: a parent run with the configuration,
+    and one nested run per problem and optimizer with its chosen learning rate and the
+    per-epoch metrics of its re-run (mean over the seeds); returns the parent run's id."""
+    run_dir = Path(run_dir)
+    tracker = Tracker(run_dir, "optlab benchmark")
+    config = json.loads((run_dir / "config.json").read_text())
+    parent = tracker.start(run_dir.name, config)
+    reruns = [row for row in read_jsonl(run_dir / "metrics.jsonl") if row["phase"] == "rerun"]
+    curves = selected_curves(reruns, group=lambda row: f"{row['problem']}/{row['optimizer']}")
+    for name, by_epoch in curves.items():
+        problem, optimizer = name.split("/", 1)
+        last = by_epoch[max(by_epoch)]
+        chosen = {"problem": problem, "optimizer": optimizer,
+                  "learning_rate": last.get("learning_rate")}  # fmt: skip
+        child = tracker.start(name, chosen, parent)
         tracker.log(child, metrics={f"final_{k}": v for k, v in last.items()}, steps=by_epoch)
         tracker.finish(child)
     tracker.log(parent, metrics={"wall_time_s": wall_time_s, **peak_memory()})

@@ -18,7 +18,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from optlab.experiments import report
+from optlab.experiments import report, tracking
 from optlab.experiments.benchmark import baselines, output, problems, protocol
 from tqdm.auto import tqdm
 
@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, then train every problem × optimizer and write the run folder."""
     cfg = settings(args)
     specs = protocol.parse_optimizers(args.optimizers)
+    if args.track:
+        tracking.check_available()  # refused before any folder or training
     start = time.perf_counter()
     built, skipped = build_all(cfg)
     for name, reason in skipped.items():
@@ -132,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
         output.write_metrics(run_dir, outcomes)
         output.write_summary(run_dir, cfg, outcomes, skipped, meta)
     print(f"wrote {run_dir} in {meta['wall_time_s']:.1f} s")
+    if args.track:
+        tracking.log_benchmark(run_dir, meta["wall_time_s"])
+        print(f"tracked in MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri(run_dir)}")
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from optlab.experiments.commands import TRACK_HELP
+
 DEFAULT_OPTIMIZERS = "sgd,momentum:momentum=0.99,adam"
 # benchmark.problems.PROBLEMS' names (a test keeps them equal)
 PROBLEMS = ("quadratic_deep", "two_d_rosenbrock", "two_d_beale", "mnist_logreg", "mnist_mlp",
@@ -55,6 +57,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", default=None, help="where the dataset files are")
     parser.add_argument("--out", default=None, help="run folder (default runs/benchmark-<time>)")
+    parser.add_argument("--track", action="store_true", help=TRACK_HELP)
     parser.add_argument("--quick", action="store_true",
                         help="a small run for tests and laptops")  # fmt: skip
 

@@ -102,3 +102,26 @@ def test_continual_track_registers_every_model_version_with_its_status(tmp_path)
     assert sorted(m.step for m in history) == sorted(u["user"] for u in users)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "metrics.jsonl", "summary.md", "models"} <= artifacts
+
+
+@pytest.mark.slow
+def test_benchmark_track_logs_each_problem_and_optimizer_rerun(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    argv = ["benchmark", "--quick", "--problems", "quadratic_deep", "--optimizers", "sgd,adam",
+            "--epochs", "2", "--grid-size", "2", "--seeds", "2", "--track",
+            "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+
+    client = client_for(out)
+    runs = client.search_runs([client.get_experiment_by_name("optlab benchmark").experiment_id])
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert set(children) == {"quadratic_deep/sgd", "quadratic_deep/adam"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for name, run in children.items():
+        optimizer = name.split("/")[1]
+        reruns = [r for r in rows if r["phase"] == "rerun" and r["optimizer"] == optimizer]
+        last = max(r["epoch"] for r in reruns)
+        expected = np.mean([r["test_loss"] for r in reruns if r["epoch"] == last])
+        assert run.data.metrics["final_test_loss"] == pytest.approx(expected, rel=1e-6)
+        assert float(run.data.params["learning_rate"]) == pytest.approx(reruns[0]["learning_rate"])
