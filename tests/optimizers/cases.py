@@ -53,7 +53,10 @@ class Case(NamedTuple):
 
 
 def _short(value: Any) -> str:
-    """A stable id for a hyperparameter (functions and dtypes by name, not by address)."""
+    """A stable id for a hyperparameter (functions and dtypes by name, an Optax transformation
+    by its type name, never by address: pytest-xdist's workers must collect the same ids)."""
+    if isinstance(value, optax.GradientTransformation):
+        return type(value).__name__
     return getattr(value, "__name__", str(value))
 
 
