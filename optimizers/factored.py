@@ -87,7 +87,9 @@ def scale_by_sm3(
     def axis_maxima(a):
         if a.ndim < 2:
             return [a]
-        return [jnp.max(a, axis=[j for j in range(a.ndim) if j != i]) for i in range(a.ndim)]
+        # a ≥ 0, so a max from 0 is the max, and a zero-size leaf gets zeros, not an error
+        others = [[j for j in range(a.ndim) if j != i] for i in range(a.ndim)]
+        return [jnp.max(a, axis=axes, initial=0) for axes in others]
 
     def update_fn(updates, state, params=None):
         del params

@@ -114,8 +114,11 @@ def reference_accepts(case, shape_tree) -> bool:
     ZeroDivisionError there (ours returns its empty update); Optax's galore fails on None
     leaves."""
     shapes = jax.tree.leaves(shape_tree, is_leaf=lambda x: isinstance(x, tuple))
-    if case.name == "prodigy":  # no elements: Optax's estimate d is 0/0 (ours keeps d)
-        return any(math.prod(s) > 0 for s in shapes)
+    sizes = [math.prod(s) for s in shapes if all(isinstance(d, int) for d in s)]
+    if case.name in ("prodigy", "dadapt_adamw"):  # no elements: Optax's d is 0/0 (ours keeps d)
+        return any(size > 0 for size in sizes)
+    if case.name == "sm3":  # Optax's sm3 takes a max over a zero-size axis (ours starts at 0)
+        return all(size > 0 for size in sizes)
     if case.name == "galore":  # Optax's galore reads a None leaf's dtype; ours passes it on
         return None not in jax.tree.leaves(shape_tree, is_leaf=lambda x: x is None)
     return case.name != "muon" or not any(len(s) == 2 and s[0] == 0 for s in shapes)

@@ -62,7 +62,12 @@ def test_state_comparison_catches_one_perturbed_leaf(name):
             assert_states_match(ours, reference, rtol=1, atol=1, names=SAME_PATHS)
 
 
-@pytest.mark.parametrize("case", DEFAULT_CASES, ids=default_ids)
+# Op by op, Sophia's Hessian estimate and Muon's Newton–Schulz iterations took 95 s and 31 s
+# on the CI's 2 cores; their jitted rows (all hyperparameter sets) cover them.
+EAGER_CASES = [c for c in DEFAULT_CASES if c.name not in ("sophia", "muon")]
+
+
+@pytest.mark.parametrize("case", EAGER_CASES, ids=[c.id for c in EAGER_CASES])
 def test_float32_eager_trajectory_equals_optax(case):
     # Eager runs cost ~50 ms a step per optimizer on the CI's 2 cores, so only the
     # defaults run eagerly; every hyperparameter set runs under jit above.
