@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,8 @@ def numeric(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 def selected_curves(
-    rows: Iterable[dict], group: Callable[[dict], str] = lambda row: row["optimizer"]
-) -> dict[str, dict[int, dict[str, float]]]:
+    rows: Iterable[dict], group: Callable[[dict], Hashable] = lambda row: row["optimizer"]
+) -> dict[Hashable, dict[int, dict[str, float]]]:
     """``group(row)`` (the optimizer) -> epoch -> metric -> mean over seeds, of the rows of
     the chosen configuration (``selected``; :func:`experiments.tuning.records`)."""
     values: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -174,48 +174,42 @@ def peak_memory() -> dict[str, float]:
     return {"peak_memory_mb": float(peak_memory_mb())}
 
 
-def log_compare(run_dir: Path, wall_time_s: float) -> str:
-    """Log a finished ``optlab compare`` run folder; returns the parent run's id."""
+def log_chosen_curves(
+    run_dir: Path, experiment: str, rows: Iterable[dict], fields: tuple[str, ...], wall_time_s
+) -> str:
+    """A parent run (the configuration, wall time, peak memory, the folder's files) with one
+    nested run per value of the row ``fields`` (the optimizer; the problem and the optimizer):
+    its chosen learning rate and the per-epoch metrics of its chosen configuration, mean
+    over seeds (:func:`selected_curves`); returns the parent run's id."""
     run_dir = Path(run_dir)
-    tracker = Tracker(run_dir, "optlab compare")
-    config = json.loads((run_dir / "config.json").read_text())
-    parent = tracker.start(run_dir.name, config)
-    curves = selected_curves(read_jsonl(run_dir / "metrics.jsonl"))
-    for name, by_epoch in curves.items():
+    tracker = Tracker(run_dir, experiment)
+    parent = tracker.start(run_dir.name, json.loads((run_dir / "config.json").read_text()))
+    curves = selected_curves(rows, group=lambda row: tuple(row[field] for field in fields))
+    for key, by_epoch in curves.items():
         last = by_epoch[max(by_epoch)]
-        child = tracker.start(
-            name, {"optimizer": name, "learning_rate": last.get("learning_rate")}, parent
-        )
+        chosen = {**dict(zip(fields, key, strict=True)), "learning_rate": last.get("learning_rate")}
+        child = tracker.start("/".join(key), chosen, parent)
         tracker.log(child, metrics={f"final_{k}": v for k, v in last.items()}, steps=by_epoch)
         tracker.finish(child)
     tracker.log(parent, metrics={"wall_time_s": wall_time_s, **peak_memory()})
     tracker.log_folder(parent)
     tracker.finish(parent)
     return parent
+
+
+def log_compare(run_dir: Path, wall_time_s: float) -> str:
+    """Log a finished ``optlab compare`` run folder, a nested run per optimizer."""
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return log_chosen_curves(run_dir, "optlab compare", rows, ("optimizer",), wall_time_s)
 
 
 def log_benchmark(run_dir: Path, wall_time_s: float) -> str:
-    """Log a finished ``optlab benchmark`` run folder: a parent run with the configuration,
-    and one nested run per problem and optimizer with its chosen learning rate and the
-    per-epoch metrics of its re-run (mean over the seeds); returns the parent run's id."""
-    run_dir = Path(run_dir)
-    tracker = Tracker(run_dir, "optlab benchmark")
-    config = json.loads((run_dir / "config.json").read_text())
-    parent = tracker.start(run_dir.name, config)
-    reruns = [row for row in read_jsonl(run_dir / "metrics.jsonl") if row["phase"] == "rerun"]
-    curves = selected_curves(reruns, group=lambda row: f"{row['problem']}/{row['optimizer']}")
-    for name, by_epoch in curves.items():
-        problem, optimizer = name.split("/", 1)
-        last = by_epoch[max(by_epoch)]
-        chosen = {"problem": problem, "optimizer": optimizer,
-                  "learning_rate": last.get("learning_rate")}  # fmt: skip
-        child = tracker.start(name, chosen, parent)
-        tracker.log(child, metrics={f"final_{k}": v for k, v in last.items()}, steps=by_epoch)
-        tracker.finish(child)
-    tracker.log(parent, metrics={"wall_time_s": wall_time_s, **peak_memory()})
-    tracker.log_folder(parent)
-    tracker.finish(parent)
-    return parent
+    """Log a finished ``optlab benchmark`` run folder, a nested run per problem and optimizer
+    (its re-run at the chosen rate, mean over the seeds)."""
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    reruns = [row for row in rows if row["phase"] == "rerun"]
+    fields = ("problem", "optimizer")
+    return log_chosen_curves(run_dir, "optlab benchmark", reruns, fields, wall_time_s)
 
 
 def log_continual(run_dir: Path, wall_time_s: float) -> str:
